@@ -1,0 +1,123 @@
+"""Provenance and atomic writes: every result file says how it was made, and none is half-written.
+
+Use :func:`atomic_path` for any file the user will read: write to the temporary path it yields,
+and the final name appears only if the block finishes without an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drugcell import __version__
+from drugcell.paths import repo_root
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``path`` only on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write JSON (numpy scalars and paths are converted)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit (with ``-dirty`` if the tree has changes), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_root(), capture_output=True, text=True, timeout=5,
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint_files(paths: list[str | os.PathLike[str]], chunk: int = 1 << 20) -> str:
+    """sha256 over file names, sizes and contents (for inputs up to a few GB this is seconds)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        h.update(str(p.stat().st_size).encode())
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """sha256 over array dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        if a.dtype.kind in "OUS":
+            h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
+        else:
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def provenance(
+    *, config: dict[str, Any] | None = None, seed: int | None = None,
+    data_fingerprint: str | None = None, command: str | None = None, **extra: Any,
+) -> dict[str, Any]:
+    """The block every result manifest carries."""
+    return {
+        "drugcell_version": __version__,
+        "git_commit": git_commit(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "command": command,
+        "config": config,
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
+        **extra,
+    }
