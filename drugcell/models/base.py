@@ -1,0 +1,152 @@
+"""The one small interface every predictor implements, so the CV runner, submission and
+persistence never need to know which model they hold.
+
+How to write a predictor (see ``baselines.py`` for the shortest example)::
+
+    @register("my_kind")
+    class MyPredictor(Predictor):
+        defaults = {"alpha": 1.0}            # the accepted params and their defaults (JSON-able)
+        state_fields = ("coef_",)            # fitted numpy arrays saved by get_state()
+
+        def _validate(self): ...             # optional: check self.params, raise DrugcellInputError
+        def _fit(self, train, seed): ...     # set the fields in state_fields
+        def _predict(self, smiles): ...      # return Prediction(mean (n, G), std or None, info)
+
+``fit`` stores ``self.genes``; ``predict`` clips at 0 and counts the clipped cells. Predictors
+whose state is not a fixed set of arrays (torch modules) override ``get_state``/``set_state``
+and call ``super()`` so ``genes`` still travels with the state.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from drugcell.errors import DrugcellInputError
+
+if TYPE_CHECKING:  # only for annotations: models must not depend on how data is loaded
+    from drugcell.data.expression_set import ExpressionSet
+
+
+@dataclass
+class Prediction:
+    """Predicted profiles for ``n`` compounds over the ``G`` training genes.
+
+    ``info`` holds counters (``n_fallback``, ``n_unparsed``, ``n_clipped``, ...) that reports
+    aggregate over folds, so a model that silently falls back to the mean is visible.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor(ABC):
+    """Abstract predictor: ``fit(train)`` then ``predict(smiles)`` on compounds x genes arrays."""
+
+    kind: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    state_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            accepted = ", ".join(sorted(self.defaults)) or "(none)"
+            raise DrugcellInputError(
+                f"predictor kind {self.kind!r}: unknown parameter(s) {', '.join(unknown)}; "
+                f"accepted parameters: {accepted}. Fix the predictor entry in the config."
+            )
+        merged = {**self.defaults, **params}
+        try:  # params must survive a JSON round trip so a saved model can be rebuilt exactly
+            merged = json.loads(json.dumps(merged))
+        except (TypeError, ValueError) as exc:
+            raise DrugcellInputError(
+                f"predictor kind {self.kind!r}: parameters must be JSON values "
+                f"(numbers, strings, booleans, lists): {exc}"
+            ) from None
+        self.params: dict[str, Any] = merged
+        self.genes: np.ndarray | None = None
+        self._validate()
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _validate(self) -> None:
+        """Check ``self.params``; raise :class:`DrugcellInputError` on a bad value."""
+
+    def _fit(self, train: ExpressionSet, seed: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _fit or override fit")
+
+    @abstractmethod
+    def _predict(self, smiles: list[str]) -> Prediction:
+        """Unclipped prediction for ``smiles``; ``mean`` has shape (len(smiles), n_genes)."""
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def is_fitted(self) -> bool:
+        return self.genes is not None
+
+    def fit(self, train: ExpressionSet, *, seed: int = 0) -> Predictor:
+        """Fit on all compounds of ``train``; remember its genes (the prediction columns)."""
+        if train.expression.shape[0] == 0:
+            raise DrugcellInputError(
+                f"predictor {self.kind!r}: the training set has no compounds; "
+                "check the split or the data filter."
+            )
+        self._fit(train, int(seed))
+        self.genes = np.asarray(train.genes).astype(str)
+        return self
+
+    def predict(self, smiles: Sequence[str]) -> Prediction:
+        """Predict profiles, clip at 0 (log2(CPM+1) cannot be negative) and count the clips."""
+        if not self.is_fitted:
+            raise RuntimeError(f"predictor {self.kind!r} must be fitted (or set_state) before predict")
+        smiles = [("" if s is None else str(s)) for s in smiles]
+        pred = self._predict(smiles)
+        mean = np.asarray(pred.mean, dtype=np.float32)
+        expected = (len(smiles), len(self.genes))
+        if mean.shape != expected:
+            raise RuntimeError(f"predictor {self.kind!r} returned shape {mean.shape}, expected {expected}")
+        if not np.isfinite(mean).all():
+            raise RuntimeError(f"predictor {self.kind!r} produced non-finite predictions")
+        negative = mean < 0
+        n_clipped = int(negative.sum())
+        if n_clipped:
+            mean = np.where(negative, np.float32(0), mean)
+        std = None if pred.std is None else np.asarray(pred.std, dtype=np.float32)
+        if std is not None and std.shape != expected:
+            raise RuntimeError(f"predictor {self.kind!r} returned std shape {std.shape}, expected {expected}")
+        info = {"n_compounds": float(len(smiles)), **dict(pred.info), "n_clipped": float(n_clipped)}
+        return Prediction(mean=mean, std=std, info=info)
+
+    def get_config(self) -> dict[str, Any]:
+        """The params (JSON-able); ``type(p)(**p.get_config())`` rebuilds an unfitted twin."""
+        return json.loads(json.dumps(self.params))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Fitted arrays by name (``genes`` included), enough for ``set_state`` to predict."""
+        if not self.is_fitted:
+            raise RuntimeError(f"predictor {self.kind!r} has no state before fit")
+        state = {"genes": np.asarray(self.genes).astype(str)}
+        for name in self.state_fields:
+            state[name] = np.asarray(getattr(self, name))
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``get_state`` returned (for a predictor built with the same params)."""
+        missing = [k for k in ("genes", *self.state_fields) if k not in state]
+        if missing:
+            raise DrugcellInputError(
+                f"saved state for predictor {self.kind!r} lacks array(s) {', '.join(missing)}; "
+                "the model file is incomplete or from another version: refit it."
+            )
+        for name in self.state_fields:
+            setattr(self, name, np.asarray(state[name]))
+        self.genes = np.asarray(state["genes"]).astype(str)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
