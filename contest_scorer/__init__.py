@@ -1,0 +1,61 @@
+"""The VCPI contest arithmetic, and nothing else.
+
+Names and parameter names follow the official ``vcpi_prediction_contest`` package so that either
+can be swapped in; unlike the official local scorer this one *refuses* incomplete, duplicated or
+non-finite input instead of silently dropping or averaging it, and never falls back to another
+weighting without being asked.
+"""
+
+from contest_scorer.errors import ScoringError
+from contest_scorer.expression import (
+    DEFAULT_SAMPLE_COL,
+    build_gene_filter,
+    counts_to_expression,
+    log2_cpm,
+)
+from contest_scorer.metrics import (
+    COMPOUND_COL,
+    EXPRESSION_COL,
+    GENE_COL,
+    PRED_COL,
+    aggregate_leaderboards,
+    compute_proxy_weights,
+    compute_variance_weights,
+    per_compound_wmse,
+    proxy_weights,
+    score_compounds,
+    variance_weights,
+    wmse,
+)
+from contest_scorer.validation import validate_submission
+from contest_scorer.weights import (
+    compute_mejia_weights,
+    compute_pooled_weights,
+    minmax_square_normalize,
+    t_vs_rest,
+)
+
+__all__ = [
+    "COMPOUND_COL",
+    "DEFAULT_SAMPLE_COL",
+    "EXPRESSION_COL",
+    "GENE_COL",
+    "PRED_COL",
+    "ScoringError",
+    "aggregate_leaderboards",
+    "build_gene_filter",
+    "compute_mejia_weights",
+    "compute_pooled_weights",
+    "compute_proxy_weights",
+    "compute_variance_weights",
+    "counts_to_expression",
+    "log2_cpm",
+    "minmax_square_normalize",
+    "per_compound_wmse",
+    "proxy_weights",
+    "score_compounds",
+    "t_vs_rest",
+    "validate_submission",
+    "variance_weights",
+    "wmse",
+]
