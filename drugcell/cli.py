@@ -25,6 +25,7 @@ app = typer.Typer(
 
 # One line per command module; each registers its commands on `app` when imported.
 COMMAND_MODULES = [
+    "calibrate",
 ]
 
 
