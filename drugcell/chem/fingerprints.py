@@ -1,0 +1,239 @@
+"""Morgan fingerprints as numpy arrays and a fast, exact all-pairs Tanimoto.
+
+Why: kNN retrieval, the leak audit and the retrieval-support features all need Tanimoto over
+~14,000 x 14,000 pairs. RDKit's ``BulkTanimotoSimilarity`` does one query at a time; here the
+intersection counts of *all* pairs come from one matrix product of 0/1 float32 matrices, which is
+exact (every partial sum is an integer <= n_bits < 2**24) and runs at BLAS speed. The quotient
+``c / (a + b - c)`` of exact integers is correctly rounded by IEEE division, so the float32
+result equals ``float32(RDKit's double)`` bit for bit, and with ``dtype=np.float64`` it equals
+RDKit's double exactly. 0/0 (two empty fingerprints, e.g. two unparseable molecules) is 0.0,
+which is what RDKit returns.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator
+
+from drugcell.chem.molecules import ParsedMolecules, parse_smiles
+
+# Elements per (rows x n_ref) block temporary: 2**24 float32 = 64 MiB, a few alive at once.
+_BLOCK_ELEMS = 1 << 24
+
+
+@functools.lru_cache(maxsize=16)
+def morgan_generator(radius: int = 2, n_bits: int = 2048):
+    """RDKit's Morgan generator (cached: building one per molecule is needlessly slow)."""
+    return rdFingerprintGenerator.GetMorganGenerator(radius=int(radius), fpSize=int(n_bits))
+
+
+def as_mols(smiles_or_mols: Sequence[Any] | ParsedMolecules) -> list[Chem.Mol | None]:
+    """Molecules from SMILES strings, RDKit Mols, None, or a :class:`ParsedMolecules`.
+
+    Strings are parsed with :func:`parse_smiles` (silently; failures become None).
+    """
+    if isinstance(smiles_or_mols, ParsedMolecules):
+        return list(smiles_or_mols.mols)
+    items = list(smiles_or_mols)
+    if all(isinstance(x, Chem.Mol) or x is None for x in items):
+        return items
+    mols: list[Chem.Mol | None] = [x if isinstance(x, Chem.Mol) else None for x in items]
+    todo = [i for i, x in enumerate(items) if not isinstance(x, Chem.Mol)]
+    parsed = parse_smiles([items[i] for i in todo], inchikey=False)
+    for j, i in enumerate(todo):
+        mols[i] = parsed.mols[j]
+    return mols
+
+
+def morgan_bits(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
+                n_bits: int = 2048) -> np.ndarray:
+    """Morgan (ECFP-like) bit vectors, uint8 (n, n_bits); all-zero rows for unparseable input."""
+    gen = morgan_generator(radius, n_bits)
+    mols = as_mols(smiles_or_mols)
+    out = np.zeros((len(mols), n_bits), dtype=np.uint8)
+    for i, mol in enumerate(mols):
+        if mol is not None:
+            out[i] = gen.GetFingerprintAsNumPy(mol)
+    return out
+
+
+def morgan_counts(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
+                  n_bits: int = 2048) -> np.ndarray:
+    """Morgan count vectors (how often each hashed environment occurs), float32 (n, n_bits)."""
+    gen = morgan_generator(radius, n_bits)
+    mols = as_mols(smiles_or_mols)
+    out = np.zeros((len(mols), n_bits), dtype=np.float32)
+    for i, mol in enumerate(mols):
+        if mol is not None:
+            out[i] = gen.GetCountFingerprintAsNumPy(mol)
+    return out
+
+
+def rdkit_bitvects(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
+                   n_bits: int = 2048) -> list:
+    """RDKit ``ExplicitBitVect`` fingerprints (empty ones for failures): the reference for tests
+    and benchmarks against ``DataStructs.BulkTanimotoSimilarity``."""
+    from rdkit import DataStructs
+
+    gen = morgan_generator(radius, n_bits)
+    return [gen.GetFingerprint(m) if m is not None else DataStructs.ExplicitBitVect(n_bits)
+            for m in as_mols(smiles_or_mols)]
+
+
+def _check_bits(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, n_bits) fingerprint matrix, got shape {x.shape}")
+    if x.dtype != np.bool_ and x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"{name} must hold 0/1 bits (use morgan_bits, not morgan_counts)")
+    return x
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if device == "cuda" and not has_cuda:
+        raise ValueError("device='cuda' requested but torch sees no CUDA device")
+    return "cuda" if has_cuda else "cpu"
+
+
+def _block_rows(n_ref: int, block_rows: int | None) -> int:
+    if block_rows is not None:
+        return max(1, int(block_rows))
+    return max(1, min(4096, _BLOCK_ELEMS // max(1, n_ref)))
+
+
+def iter_tanimoto_blocks(a_bits: np.ndarray, b_bits: np.ndarray, *, block_rows: int | None = None,
+                         device: str = "auto", dtype=np.float32
+                         ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, stop, sims)`` with ``sims = tanimoto(a_bits[start:stop], b_bits)``.
+
+    Memory stays bounded by the block (``block_rows x len(b_bits)``), so callers that reduce each
+    block (top-k, max similarity) never hold the full matrix.
+    """
+    a = _check_bits(a_bits, "a_bits")
+    b = _check_bits(b_bits, "b_bits")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"fingerprint lengths differ: {a.shape[1]} vs {b.shape[1]} bits")
+    dtype = np.dtype(dtype)
+    rows = _block_rows(b.shape[0], block_rows)
+    if _resolve_device(device) == "cuda":
+        yield from _blocks_torch(a, b, rows, dtype)
+        return
+    af = a.astype(np.float32, copy=False)
+    bt = np.ascontiguousarray(b.astype(np.float32, copy=False).T)
+    pa = af.sum(axis=1, dtype=np.float32)
+    pb = bt.sum(axis=0, dtype=np.float32)
+    for start in range(0, a.shape[0], rows):
+        stop = min(start + rows, a.shape[0])
+        inter = af[start:stop] @ bt                      # exact integer counts in float32
+        denom = pa[start:stop, None] + pb[None, :]
+        denom -= inter                                    # |A u B|, exact
+        np.maximum(denom, 1.0, out=denom)                 # 0/0 -> 0/1 = 0 (intersection is 0 there)
+        if dtype == np.float32:
+            np.divide(inter, denom, out=inter)
+            yield start, stop, inter
+        else:
+            yield start, stop, np.divide(inter, denom, dtype=dtype)
+
+
+def _blocks_torch(a: np.ndarray, b: np.ndarray, rows: int, dtype: np.dtype
+                  ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The same arithmetic on CUDA (float32 matmul of 0/1 inputs is exact even under TF32,
+    since 0 and 1 are exact in every format and accumulation is float32)."""
+    import torch
+
+    dev = torch.device("cuda")
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    af = torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).to(dev).float()
+    bf = torch.from_numpy(np.ascontiguousarray(b, dtype=np.uint8)).to(dev).float()
+    pa = af.sum(dim=1)
+    pb = bf.sum(dim=1)
+    bt = bf.T.contiguous()
+    for start in range(0, a.shape[0], rows):
+        stop = min(start + rows, a.shape[0])
+        inter = af[start:stop] @ bt
+        denom = (pa[start:stop, None] + pb[None, :] - inter).clamp_min_(1.0)
+        sims = inter.to(tdtype) / denom.to(tdtype)
+        yield start, stop, sims.cpu().numpy()
+
+
+def tanimoto(a_bits: np.ndarray, b_bits: np.ndarray | None = None, *, block_rows: int | None = None,
+             device: str = "auto", dtype=np.float32) -> np.ndarray:
+    """All-pairs Tanimoto similarity, (na, nb) float32, equal to RDKit's BulkTanimotoSimilarity.
+
+    ``b_bits=None`` compares ``a_bits`` with itself. Inputs are 0/1 matrices (uint8 or bool) from
+    :func:`morgan_bits`. Computed in row blocks; on CUDA when torch sees a GPU (``device``).
+    """
+    b = a_bits if b_bits is None else b_bits
+    na, nb = np.asarray(a_bits).shape[0], np.asarray(b).shape[0]
+    out = np.empty((na, nb), dtype=np.dtype(dtype))
+    for start, stop, sims in iter_tanimoto_blocks(a_bits, b, block_rows=block_rows, device=device,
+                                                  dtype=dtype):
+        out[start:stop] = sims
+    return out
+
+
+def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
+                  block_rows: int | None = None, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most Tanimoto-similar reference rows for each query row.
+
+    Returns ``(indices int64 (nq, k), similarities float32 (nq, k))``, most similar first; ties
+    go to the lower reference index, so the result is deterministic. ``exclude_self=True`` is
+    for querying a set against itself (leave-one-out): it requires ``nq == nref`` and drops pair
+    ``(i, i)``. ``k`` larger than the available references is clamped (fewer columns).
+    Memory is bounded by one block of ``block_rows x nref``.
+    """
+    q = np.asarray(query_bits)
+    r = np.asarray(ref_bits)
+    if exclude_self and q.shape[0] != r.shape[0]:
+        raise ValueError(
+            f"exclude_self=True needs the query set to be the reference set "
+            f"(got {q.shape[0]} query rows vs {r.shape[0]} reference rows)")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k_eff = min(int(k), r.shape[0] - (1 if exclude_self else 0))
+    idx = np.zeros((q.shape[0], max(k_eff, 0)), dtype=np.int64)
+    sim = np.zeros((q.shape[0], max(k_eff, 0)), dtype=np.float32)
+    if k_eff <= 0 or q.shape[0] == 0:
+        return idx, sim
+    for start, stop, s in iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device):
+        if exclude_self:
+            rows = np.arange(stop - start)
+            s[rows, rows + start] = -1.0   # below every real similarity (>= 0)
+        i_blk, s_blk = _top_k_rows(s, k_eff)
+        idx[start:stop] = i_blk
+        sim[start:stop] = s_blk
+    return idx, sim
+
+
+def _top_k_rows(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-k of a block with ties broken by lower column index (vectorised)."""
+    n_rows, n_cols = s.shape
+    if k == n_cols:
+        order = np.argsort(-s, axis=1, kind="stable")
+        return order, np.take_along_axis(s, order, axis=1)
+    # The k-th largest value per row; everything strictly above it is in, then the
+    # lowest-index ties at exactly that value fill the remaining slots.
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+    above = s > kth[:, None]
+    n_above = above.sum(axis=1)
+    ties = s == kth[:, None]
+    ties &= np.cumsum(ties, axis=1) <= (k - n_above)[:, None]
+    chosen = above | ties
+    cols = np.nonzero(chosen)[1].reshape(n_rows, k)       # ascending column order per row
+    vals = np.take_along_axis(s, cols, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")      # stable: equal values keep index order
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
