@@ -1,0 +1,257 @@
+"""ExpressionSet: the per-compound training truth every model and evaluation step takes.
+
+A cache directory of plain ``.npy`` arrays and small parquet tables, so it loads in a second
+(memory-mapped on request) and needs no pickle. Layout and fields: docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from drugcell.errors import DrugcellInputError
+from drugcell.provenance import atomic_path, fingerprint_arrays, provenance
+
+_ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
+
+
+def _str_array(x: Any) -> np.ndarray:
+    return np.asarray([("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)) for v in x], dtype=object)
+
+
+@dataclass
+class ExpressionSet:
+    """Per-compound mean log2(CPM+1) on the scored genes, with Mejia weights and controls."""
+
+    compounds: np.ndarray
+    genes: np.ndarray
+    expression: np.ndarray
+    weights: np.ndarray
+    n_replicates: np.ndarray
+    control: np.ndarray
+    smiles: np.ndarray
+    inchikey: np.ndarray
+    control_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    control_expression: np.ndarray | None = None
+    control_weights: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.compounds = _str_array(self.compounds)
+        self.genes = _str_array(self.genes)
+        self.smiles = _str_array(self.smiles)
+        self.inchikey = _str_array(self.inchikey)
+        self.control_ids = _str_array(self.control_ids)
+        self.expression = np.asarray(self.expression, dtype=np.float32)
+        self.weights = np.asarray(self.weights, dtype=np.float32)
+        self.control = np.asarray(self.control, dtype=np.float32)
+        self.n_replicates = np.asarray(self.n_replicates, dtype=np.int32)
+        c, g = len(self.compounds), len(self.genes)
+        k = len(self.control_ids)
+        if self.control_expression is None:
+            self.control_expression = np.zeros((k, g), dtype=np.float32)
+        if self.control_weights is None:
+            self.control_weights = np.zeros((g, k), dtype=np.float32)
+        self.control_expression = np.asarray(self.control_expression, dtype=np.float32)
+        self.control_weights = np.asarray(self.control_weights, dtype=np.float32)
+        expected = {
+            "expression": (self.expression.shape, (c, g)),
+            "weights": (self.weights.shape, (g, c)),
+            "control": (self.control.shape, (g,)),
+            "n_replicates": (self.n_replicates.shape, (c,)),
+            "smiles": (self.smiles.shape, (c,)),
+            "inchikey": (self.inchikey.shape, (c,)),
+            "control_expression": (self.control_expression.shape, (k, g)),
+            "control_weights": (self.control_weights.shape, (g, k)),
+        }
+        for name, (got, want) in expected.items():
+            if got != want:
+                raise DrugcellInputError(f"ExpressionSet.{name} has shape {got}, expected {want}")
+        if len(set(self.compounds.tolist())) != c:
+            dup = pd.Index(self.compounds).duplicated()
+            raise DrugcellInputError(f"ExpressionSet has duplicate compound ids: {list(self.compounds[dup][:5])}")
+        if len(set(self.genes.tolist())) != g:
+            raise DrugcellInputError("ExpressionSet has duplicate gene ids")
+
+    # ------------------------------------------------------------------ shape and slicing
+    @property
+    def n_compounds(self) -> int:
+        return len(self.compounds)
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    def subset(self, idx: np.ndarray | list[int] | slice) -> ExpressionSet:
+        """Compound rows ``idx`` (indices or boolean mask) with their weight columns; genes unchanged."""
+        idx = np.arange(self.n_compounds)[idx]
+        return replace(
+            self,
+            compounds=self.compounds[idx],
+            expression=self.expression[idx],
+            weights=self.weights[:, idx],
+            n_replicates=self.n_replicates[idx],
+            smiles=self.smiles[idx],
+            inchikey=self.inchikey[idx],
+            info=dict(self.info),
+        )
+
+    def index_of(self, compounds: list[str] | np.ndarray) -> np.ndarray:
+        """Row indices of compound ids; a clear error names the ones that are absent."""
+        pos = {c: i for i, c in enumerate(self.compounds.tolist())}
+        missing = [str(c) for c in compounds if str(c) not in pos]
+        if missing:
+            raise DrugcellInputError(f"{len(missing)} compound(s) not in the ExpressionSet: {missing[:5]}")
+        return np.array([pos[str(c)] for c in compounds], dtype=np.int64)
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        """A short hash of the ids and arrays: the data fingerprint every result carries."""
+        if "fingerprint" not in self.info:
+            self.info["fingerprint"] = fingerprint_arrays(
+                self.compounds, self.genes, self.expression, self.weights, self.smiles
+            )
+        return self.info["fingerprint"]
+
+    def truth_long(self) -> pd.DataFrame:
+        """Long ``compound, gene_id, expression`` table (the official truth layout)."""
+        return pd.DataFrame(
+            {
+                "compound": np.repeat(self.compounds.astype(str), self.n_genes),
+                "gene_id": np.tile(self.genes.astype(str), self.n_compounds),
+                "expression": self.expression.ravel(),
+            }
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the cache dir atomically (build in a temp dir, then rename into place)."""
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            pd.DataFrame(
+                {
+                    "compound": self.compounds.astype(str),
+                    "smiles": self.smiles.astype(str),
+                    "inchi_key": self.inchikey.astype(str),
+                    "n_replicates": self.n_replicates,
+                }
+            ).to_parquet(tmp / "compounds.parquet", index=False)
+            pd.DataFrame({"gene_id": self.genes.astype(str)}).to_parquet(tmp / "genes.parquet", index=False)
+            pd.DataFrame({"compound": self.control_ids.astype(str)}).to_parquet(tmp / "controls.parquet", index=False)
+            manifest = {
+                "kind": "drugcell.ExpressionSet",
+                "n_compounds": self.n_compounds,
+                "n_genes": self.n_genes,
+                "n_controls": len(self.control_ids),
+                "data_fingerprint": self.fingerprint(),
+                "info": self.info,
+                "provenance": provenance(data_fingerprint=self.fingerprint()),
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            if final.exists():
+                old = final.with_name(f".{final.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return final
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> ExpressionSet:
+        """Read a cache dir written by :meth:`save` (``mmap=True`` maps the big arrays lazily)."""
+        root = Path(path)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.exists():
+            raise DrugcellInputError(
+                f"{root} is not an ExpressionSet cache (no manifest.json); create one with `drugcell load` or `drugcell synth`"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        mode = "r" if mmap else None
+        arrays = {name: np.load(root / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
+        comp = pd.read_parquet(root / "compounds.parquet")
+        genes = pd.read_parquet(root / "genes.parquet")["gene_id"].to_numpy()
+        controls = pd.read_parquet(root / "controls.parquet")["compound"].to_numpy()
+        info = dict(manifest.get("info", {}))
+        info["fingerprint"] = manifest.get("data_fingerprint", info.get("fingerprint"))
+        info["path"] = str(root)
+        return cls(
+            compounds=comp["compound"].to_numpy(),
+            genes=genes,
+            smiles=comp["smiles"].to_numpy(),
+            inchikey=comp["inchi_key"].to_numpy(),
+            n_replicates=comp["n_replicates"].to_numpy(),
+            control_ids=controls,
+            info=info,
+            **arrays,
+        )
+
+    # ------------------------------------------------------------------ official weights file
+    def write_weights_parquet(self, path: str | os.PathLike[str], *, dtype: str = "float16") -> None:
+        """The official ``weights.parquet`` layout: ``gene_id`` + one column per compound (controls too)."""
+        cols: dict[str, Any] = {"gene_id": pa.array(self.genes.astype(str))}
+        for j, c in enumerate(self.compounds):
+            cols[str(c)] = pa.array(np.asarray(self.weights[:, j]).astype(dtype))
+        for j, c in enumerate(self.control_ids):
+            cols[str(c)] = pa.array(np.asarray(self.control_weights[:, j]).astype(dtype))
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table(cols), tmp)
+
+    def with_weights_parquet(self, path: str | os.PathLike[str]) -> ExpressionSet:
+        """A copy whose weights come from an official ``weights.parquet`` (genes x compounds).
+
+        The file may index genes by a ``gene_id`` column or by a pandas index; every compound and
+        gene of this set must be present. Values are used as stored (as the leaderboard does); the
+        largest deviation of a column sum from 1 (float16 rounding) is recorded in ``info``.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DrugcellInputError(f"weights file {path} does not exist")
+        table = pq.read_table(path)
+        names = table.column_names
+        gene_col = "gene_id" if "gene_id" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
+        if gene_col is None:
+            raise DrugcellInputError(f"{path}: no `gene_id` column (the official layout has genes as rows)")
+        file_genes = [str(g) for g in table.column(gene_col).to_pylist()]
+        gpos = {g: i for i, g in enumerate(file_genes)}
+        missing_g = [g for g in self.genes if g not in gpos]
+        if missing_g:
+            raise DrugcellInputError(f"{path}: {len(missing_g)} scored gene(s) missing, e.g. {missing_g[:5]}")
+        wanted = [str(c) for c in self.compounds]
+        missing_c = [c for c in wanted if c not in names]
+        if missing_c:
+            raise DrugcellInputError(
+                f"{path}: no weight column for {len(missing_c)} compound(s), e.g. {missing_c[:5]}; "
+                "weights must cover every training compound"
+            )
+        rows = np.array([gpos[g] for g in self.genes])
+        w = np.empty((self.n_genes, self.n_compounds), dtype=np.float32)
+        for j, c in enumerate(wanted):
+            w[:, j] = table.column(c).to_numpy().astype(np.float32)[rows]
+        if not np.all(np.isfinite(w)):
+            raise DrugcellInputError(f"{path}: weights contain NaN/inf")
+        sums = w.sum(axis=0)
+        info = dict(self.info)
+        info["weights_source"] = str(path)
+        info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
+        info.pop("fingerprint", None)
+        return replace(self, weights=w, info=info)

@@ -1,0 +1,92 @@
+"""ExpressionSet: round trips through the cache dir and the official weights layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drugcell.data.expression_set import ExpressionSet
+from drugcell.errors import DrugcellInputError
+
+
+def make_es(n_comp=5, n_genes=4, seed=0) -> ExpressionSet:
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(size=(n_genes, n_comp))
+    return ExpressionSet(
+        compounds=[str(1000 + i) for i in range(n_comp)],
+        genes=[f"ENSG{i:011d}" for i in range(n_genes)],
+        expression=rng.uniform(0, 10, size=(n_comp, n_genes)),
+        weights=w / w.sum(0),
+        n_replicates=np.full(n_comp, 2),
+        control=rng.uniform(0, 10, size=n_genes),
+        smiles=["CCO", "c1ccccc1", "", "CCN", "CC(=O)O"][:n_comp],
+        inchikey=[""] * n_comp,
+        control_ids=["DMSO"],
+        control_expression=rng.uniform(size=(1, n_genes)),
+        control_weights=np.full((n_genes, 1), 1 / n_genes),
+        info={"source": "test"},
+    )
+
+
+def test_save_load_round_trip(tmp_path):
+    es = make_es()
+    es.save(tmp_path / "es")
+    back = ExpressionSet.load(tmp_path / "es")
+    for name in ("compounds", "genes", "smiles", "control_ids"):
+        assert list(getattr(back, name)) == list(getattr(es, name))
+    for name in ("expression", "weights", "control", "control_expression", "control_weights", "n_replicates"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(es, name))
+    assert back.fingerprint() == es.fingerprint()
+    mm = ExpressionSet.load(tmp_path / "es", mmap=True)
+    np.testing.assert_array_equal(mm.expression, es.expression)
+
+
+def test_save_over_existing_cache_replaces_it(tmp_path):
+    make_es(seed=0).save(tmp_path / "es")
+    make_es(seed=1).save(tmp_path / "es")
+    np.testing.assert_array_equal(ExpressionSet.load(tmp_path / "es").expression, make_es(seed=1).expression)
+    assert [p.name for p in tmp_path.iterdir()] == ["es"]
+
+
+def test_subset_keeps_weight_columns_aligned():
+    es = make_es()
+    sub = es.subset([3, 1])
+    assert list(sub.compounds) == ["1003", "1001"]
+    np.testing.assert_array_equal(sub.weights, es.weights[:, [3, 1]])
+    np.testing.assert_array_equal(sub.expression, es.expression[[3, 1]])
+    assert list(es.subset(np.array([True, False, False, False, True])).compounds) == ["1000", "1004"]
+
+
+def test_official_weights_layout_round_trip(tmp_path):
+    es = make_es()
+    es.write_weights_parquet(tmp_path / "weights.parquet", dtype="float32")
+    frame = pd.read_parquet(tmp_path / "weights.parquet")
+    assert list(frame.columns) == ["gene_id", *es.compounds, "DMSO"]
+    zeroed = make_es()
+    zeroed.weights[:] = 0
+    back = zeroed.with_weights_parquet(tmp_path / "weights.parquet")
+    np.testing.assert_array_equal(back.weights, es.weights)
+
+
+def test_weights_file_missing_a_compound_is_refused(tmp_path):
+    es = make_es()
+    es.write_weights_parquet(tmp_path / "w.parquet")
+    frame = pd.read_parquet(tmp_path / "w.parquet").drop(columns=["1002"])
+    frame.to_parquet(tmp_path / "w2.parquet", index=False)
+    with pytest.raises(DrugcellInputError, match="1002"):
+        es.with_weights_parquet(tmp_path / "w2.parquet")
+
+
+def test_shape_and_duplicate_checks():
+    with pytest.raises(DrugcellInputError, match="expression"):
+        ExpressionSet(compounds=["a"], genes=["g"], expression=np.zeros((2, 1)), weights=np.ones((1, 1)),
+                      n_replicates=[1], control=[0], smiles=[""], inchikey=[""])
+    with pytest.raises(DrugcellInputError, match="duplicate compound"):
+        ExpressionSet(compounds=["a", "a"], genes=["g"], expression=np.zeros((2, 1)), weights=np.ones((1, 2)),
+                      n_replicates=[1, 1], control=[0], smiles=["", ""], inchikey=["", ""])
+
+
+def test_load_of_non_cache_dir_is_clear(tmp_path):
+    with pytest.raises(DrugcellInputError, match="not an ExpressionSet cache"):
+        ExpressionSet.load(tmp_path)
