@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from contest_scorer.errors import ScoringError
 from drugcell.errors import DrugcellInputError
 
 app = typer.Typer(
@@ -39,6 +40,6 @@ def main() -> None:
     _register()
     try:
         app()
-    except DrugcellInputError as exc:
+    except (DrugcellInputError, ScoringError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
