@@ -1,0 +1,225 @@
+"""Calibration of predicted stds: numbers pinned by hand on tiny examples, the scale recovered on
+synthetic Gaussian errors, and the run-level files and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drugcell.errors import DrugcellInputError
+from drugcell.evaluation import calibration as cal
+
+# Tiny example, worked by hand below.
+E = np.array([0.5, -1.5, 0.2, 3.0, -0.1, 1.0])
+S = np.array([1.0, 1.0, 0.5, 2.0, 0.2, 0.4])
+
+
+def _samples(pred, fold, error, std):
+    n = len(error)
+    return pd.DataFrame({"predictor": pred, "fold": fold, "compound": [f"c{i}" for i in range(n)],
+                         "gene": "g1", "error": error, "std": std})
+
+
+def test_coverage_by_hand():
+    # |e| <= std: T F T F T F ; |e| <= 2 std: T T T T T F (1.0 > 0.8)
+    assert cal.coverage(E, S, 1) == pytest.approx(3 / 6)
+    assert cal.coverage(E, S, 2) == pytest.approx(5 / 6)
+    assert cal.GAUSSIAN_COVERAGE[1] == pytest.approx(0.682689, abs=1e-6)
+    assert cal.GAUSSIAN_COVERAGE[2] == pytest.approx(0.954500, abs=1e-6)
+
+
+def test_scale_and_pearson_by_hand():
+    # z = e/std = .5, -1.5, .4, 1.5, -.5, 2.5 ; z^2 sums to 11.41
+    assert cal.fit_scale(E, S) == pytest.approx(math.sqrt(11.41 / 6))
+    a = np.abs(E)
+    r = sum((x - S.mean()) * (y - a.mean()) for x, y in zip(S, a)) / math.sqrt(
+        sum((x - S.mean()) ** 2 for x in S) * sum((y - a.mean()) ** 2 for y in a))
+    assert cal.std_error_pearson(E, S) == pytest.approx(r)
+    assert math.isnan(cal.std_error_pearson(E, np.ones(6)))  # constant std: undefined, not 0
+
+
+def test_reliability_table_by_hand():
+    # std order: 0.2(i4) 0.4(i5) | 0.5(i2) 1.0(i0) | 1.0(i1) 2.0(i3)
+    t = cal.reliability_table(E, S, n_bins=3)
+    assert t["bin"].tolist() == [1, 2, 3]
+    assert t["n"].tolist() == [2, 2, 2]
+    np.testing.assert_allclose(t["mean_std"], [0.3, 0.75, 1.5])
+    np.testing.assert_allclose(t["mae"], [(0.1 + 1.0) / 2, (0.2 + 0.5) / 2, (1.5 + 3.0) / 2])
+    np.testing.assert_allclose(t["ideal_mae"], np.array([0.3, 0.75, 1.5]) * math.sqrt(2 / math.pi))
+    np.testing.assert_allclose(t["rmse"], np.sqrt([(0.01 + 1) / 2, (0.04 + 0.25) / 2, (2.25 + 9) / 2]))
+    np.testing.assert_allclose(t["std_min"], [0.2, 0.5, 1.0])
+    np.testing.assert_allclose(t["std_max"], [0.4, 1.0, 2.0])
+
+
+def test_bins_equal_sized_under_ties():
+    bins = cal.std_bins(np.ones(20), n_bins=10)
+    assert np.bincount(bins).tolist() == [2] * 10
+
+
+def test_out_of_fold_scale_by_hand():
+    df = pd.concat([
+        _samples("p", 0, [1.0, 1.0], [1.0, 1.0]),   # sum z^2 = 2, n = 2
+        _samples("p", 1, [2.0], [1.0]),             # 4, 1
+        _samples("p", 2, [3.0, 0.0], [1.0, 1.0]),   # 9, 2
+        _samples("q", 0, [1.0], [2.0]),             # another predictor must not leak in
+        _samples("q", 1, [1.0], [0.5]),
+    ])
+    s = cal.out_of_fold_scales(cal.clean_samples(df)[0])
+    assert s[("p", "0")] == pytest.approx(math.sqrt(13 / 3))
+    assert s[("p", "1")] == pytest.approx(math.sqrt(11 / 4))
+    assert s[("p", "2")] == pytest.approx(math.sqrt(6 / 3))
+    assert s[("q", "0")] == pytest.approx(2.0)    # fitted on q's fold 1 only: z = 2
+    assert s[("q", "1")] == pytest.approx(0.5)
+
+    summary = cal.calibration_summary(df).set_index(["predictor", "fold"])
+    # fold 2 scaled by sqrt(2): |3| > 2 sqrt(2), |0| ok -> 0.5 at 1 and 2 sigma
+    assert summary.loc[("p", "2"), "coverage_1sigma_scaled"] == pytest.approx(0.5)
+    assert summary.loc[("p", "2"), "coverage_2sigma_scaled"] == pytest.approx(0.5)
+    assert summary.loc[("p", "2"), "coverage_1sigma"] == pytest.approx(0.5)
+    assert summary.loc[("p", "2"), "z_rms"] == pytest.approx(math.sqrt(9 / 2))
+    # fold 1 scaled by sqrt(11/4) = 1.658: |2| > 1.658 at 1 sigma, within at 2 sigma
+    assert summary.loc[("p", "1"), "coverage_1sigma_scaled"] == 0.0
+    assert summary.loc[("p", "1"), "coverage_2sigma_scaled"] == 1.0
+    # pooled: scale on all folds = sqrt(15/5); scaled coverage pools held-out folds: 2+0+1 of 5
+    assert summary.loc[("p", "all"), "scale"] == pytest.approx(math.sqrt(15 / 5))
+    assert summary.loc[("p", "all"), "coverage_1sigma_scaled"] == pytest.approx(3 / 5)
+    assert summary.loc[("p", "all"), "n"] == 5
+
+
+@pytest.mark.parametrize("heteroscedastic", [False, True])
+def test_scale_recovered_on_synthetic_gaussian_errors(heteroscedastic):
+    """Errors ~ N(0, (s * std)^2): the out-of-fold scale recovers s and restores 0.683 coverage.
+
+    With 160,000 cells per fit the relative sd of s-hat is 1/sqrt(2n) ~ 0.0018, so 1% is > 5 sd;
+    held-out coverage on 40,000 cells has binomial sd 0.0023, so 0.012 is > 5 sd.
+    """
+    rng = np.random.default_rng(7)
+    s_true, n_per_fold = 1.7, 40_000
+    parts = []
+    for fold in range(5):
+        std = rng.uniform(0.05, 2.0, n_per_fold) if heteroscedastic else np.ones(n_per_fold)
+        parts.append(_samples("m", fold, rng.normal(0.0, 1.0, n_per_fold) * s_true * std, std))
+    summary = cal.calibration_summary(pd.concat(parts, ignore_index=True))
+    folds = summary[summary["fold"] != "all"]
+    assert len(folds) == 5
+    np.testing.assert_allclose(folds["scale"], s_true, rtol=0.01)
+    before = math.erf(1 / (s_true * math.sqrt(2)))  # 0.443: clearly miscalibrated before scaling
+    np.testing.assert_allclose(folds["coverage_1sigma"], before, atol=0.012)
+    np.testing.assert_allclose(folds["coverage_1sigma_scaled"], cal.GAUSSIAN_COVERAGE[1], atol=0.012)
+    np.testing.assert_allclose(folds["coverage_2sigma_scaled"], cal.GAUSSIAN_COVERAGE[2], atol=0.008)
+    pooled = summary[summary["fold"] == "all"].iloc[0]
+    assert pooled["scale"] == pytest.approx(s_true, rel=0.01)
+    assert pooled["coverage_1sigma_scaled"] == pytest.approx(cal.GAUSSIAN_COVERAGE[1], abs=0.006)
+    if heteroscedastic:  # std carries real information about |error|
+        assert pooled["pearson_std_abs_error"] > 0.3
+
+
+def test_clean_samples_drops_and_counts_bad_std():
+    df = _samples("p", 0, [1.0, np.nan, 1.0, 1.0], [1.0, 1.0, 0.0, np.inf])
+    clean, dropped = cal.clean_samples(df)
+    assert dropped == 3 and len(clean) == 1
+    with pytest.raises(DrugcellInputError, match="missing column.*std"):
+        cal.clean_samples(df.drop(columns="std"), source="x.parquet")
+
+
+def test_single_fold_has_no_honest_scale():
+    summary = cal.calibration_summary(_samples("p", 0, E, S))
+    assert math.isnan(summary.loc[summary["fold"] == "0", "scale"].iloc[0])
+    assert math.isnan(summary.loc[summary["fold"] == "all", "coverage_1sigma_scaled"].iloc[0])
+    md = cal.calibration_markdown(summary)
+    assert "single fold" in md
+
+
+def test_markdown_from_samples_equals_from_summary():
+    df = pd.concat([_samples("p", f, E * (f + 1), S) for f in range(3)])
+    md = cal.calibration_markdown(df)
+    assert md == cal.calibration_markdown(cal.calibration_summary(df))
+    assert "| p | **all** | 18 |" in md
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reliability_plot_is_valid_png(tmp_path):
+    import matplotlib.image as mpimg
+
+    df = pd.concat([_samples("p", f, E * (f + 1), S) for f in range(3)])
+    rel = cal.reliability_tables(df, n_bins=3)
+    assert set(rel["std_kind"]) == {"raw", "scaled"}
+    row = cal.calibration_summary(df).iloc[-1]
+    out = cal.reliability_plot(rel, row, tmp_path / "r.png", title="t")
+    assert _is_png(out)
+    img = mpimg.imread(out)
+    assert img.shape[0] == 400 and img.shape[1] == 900  # figsize 9x4 at 100 dpi
+    assert img[..., :3].std() > 0  # something was drawn
+
+
+def _run_dir(tmp_path, with_manifest=True):
+    rng = np.random.default_rng(3)
+    parts = [_samples(p, f, rng.normal(0, 2.0, 500), np.ones(500)) for p in ("fusion", "knn std")
+             for f in range(3)]
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.concat(parts, ignore_index=True).to_parquet(run / "uncertainty.parquet")
+    if with_manifest:
+        (run / "manifest.json").write_text(json.dumps(
+            {"config": {"predictors": [{"name": "mean", "kind": "mean"}, {"name": "fusion", "kind": "fusion"}]}}))
+    return run
+
+
+def test_calibrate_run_writes_files(tmp_path):
+    run = _run_dir(tmp_path)
+    report = cal.calibrate_run(run, n_bins=5)
+    names = sorted(p.name for p in run.iterdir())
+    for expected in ("calibration.parquet", "calibration.md", "calibration_fusion.png",
+                     "calibration_knn_std.png", "calibration_reliability.parquet",
+                     "calibration_manifest.json"):
+        assert expected in names
+    assert not any(n.endswith(".tmp") for n in names)
+    assert _is_png(run / "calibration_fusion.png")
+    back = pd.read_parquet(run / "calibration.parquet")
+    pd.testing.assert_frame_equal(back, report.summary)
+    assert len(back) == 2 * (3 + 1)
+    rel = pd.read_parquet(run / "calibration_reliability.parquet")
+    assert rel.groupby(["predictor", "std_kind"]).size().tolist() == [5, 5, 5, 5]
+    manifest = json.loads((run / "calibration_manifest.json").read_text())
+    assert manifest["n_samples"] == 3000 and manifest["config"] == {"n_bins": 5}
+    assert "# Calibration" in (run / "calibration.md").read_text()
+
+
+def test_calibrate_run_without_samples_names_std_predictors(tmp_path):
+    run = _run_dir(tmp_path)
+    (run / "uncertainty.parquet").unlink()
+    with pytest.raises(DrugcellInputError) as exc:
+        cal.calibrate_run(run)
+    msg = str(exc.value)
+    assert "no uncertainty samples" in msg
+    assert "fusion" in msg and "mlp" in msg and "knn" in msg
+    assert "This run's predictors: mean, fusion" in msg
+    with pytest.raises(DrugcellInputError, match="does not exist"):
+        cal.calibrate_run(tmp_path / "nope")
+
+
+def test_cli_calibrate(tmp_path):
+    from typer.testing import CliRunner
+
+    from drugcell import cli
+
+    cli._register()
+    run = _run_dir(tmp_path)
+    # typer runs a one-command app without the command name; with several it needs it
+    prefix = ["calibrate"] if len(cli.app.registered_commands) > 1 else []
+    res = CliRunner().invoke(cli.app, [*prefix, str(run), "--bins", "4"])
+    assert res.exit_code == 0, res.output
+    assert "| fusion | **all** | 1,500 |" in res.output
+    assert (run / "calibration.md").exists()
+    (run / "uncertainty.parquet").unlink()
+    res = CliRunner().invoke(cli.app, [*prefix, str(run)])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, DrugcellInputError)
