@@ -27,6 +27,8 @@ app = typer.Typer(
 # One line per command module; each registers its commands on `app` when imported.
 COMMAND_MODULES = [
     "calibrate",
+    "cv",
+    "submit",
 ]
 
 

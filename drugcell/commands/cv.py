@@ -1,0 +1,50 @@
+"""`drugcell cv`: cross-validate every predictor of a config on an ExpressionSet cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from drugcell.cli import app
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+def cv(
+    data: Annotated[Path, typer.Option(help="ExpressionSet cache dir (written by `drugcell load`).")],
+    out: Annotated[Path, typer.Option(help="Run dir to write (scores, folds, summary, bootstrap, manifest).")],
+    config: Annotated[Path, typer.Option(help="TOML run config (predictors, folds, split, metrics).")] = Path(
+        "configs/default.toml"),
+    folds: Annotated[Optional[int], typer.Option(help="Override cv.folds (number of folds).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Override cv.split: scaffold or random.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override cv.seed (folds, fits, bootstrap).")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Override cv.metrics, comma-separated (mejia,proxy,variance).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Override cv.bootstrap_resamples (paired bootstrap).")] = None,
+    predictors: Annotated[Optional[str], typer.Option(help="Run only these predictor names, comma-separated.")] = None,
+    save_predictions: Annotated[Optional[bool], typer.Option(
+        "--save-predictions/--no-save-predictions", help="Write RUN/predictions/<name>.npy (held-out rows).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        help="Official weights.parquet for the held-out Mejia weights (default: the ExpressionSet's).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Any config override as section.key=TOML value, e.g. --set cv.folds=3 (repeatable).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
+    from drugcell.config import load_config, with_overrides
+    from drugcell.data.expression_set import ExpressionSet
+    from drugcell.evaluation.cv import run_cv
+
+    cfg = with_overrides(
+        load_config(config), folds=folds, split=split, seed=seed, metrics=_split_list(metrics),
+        bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
+        save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_,
+    )
+    es = ExpressionSet.load(data)
+    result = run_cv(es, cfg, out, progress=progress)
+    typer.echo((result.out_dir / "summary.md").read_text())
+    typer.echo(f"wrote {result.out_dir} (best under {cfg.metrics[0]}: {result.best(cfg.metrics[0])})")

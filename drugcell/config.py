@@ -1,0 +1,284 @@
+"""TOML run configs -> typed, validated dataclasses.
+
+A config file is the whole recipe of a ``drugcell cv`` run (predictors, folds, split, seed,
+metrics, bootstrap, outputs), so a run can be repeated from its manifest alone. Layout::
+
+    [cv]
+    folds = 5                 # number of folds (>= 2)
+    split = "scaffold"        # "scaffold" or "random"
+    seed = 0
+    metrics = ["mejia", "proxy", "variance"]
+    bootstrap_resamples = 10000
+
+    [output]
+    save_predictions = false  # write RUN/predictions/<name>.npy (held-out rows, fold order)
+    uncertainty_sample = 200000
+    weights_file = ""         # official weights.parquet; "" = the ExpressionSet's own weights
+
+    [[predictors]]
+    name = "knn_k10_tanimoto"
+    kind = "knn"
+    k = 10                    # every other key is a constructor parameter of the predictor
+    kernel = "tanimoto"
+
+Validation errors raise :class:`DrugcellInputError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drugcell.errors import DrugcellInputError
+
+SPLITS = ("scaffold", "random")
+DEFAULT_METRICS = ("mejia", "proxy", "variance")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """One predictor of a run: a unique display name, a registry kind, constructor params."""
+
+    name: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, **self.params}
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    save_predictions: bool = False
+    uncertainty_sample: int = 200_000
+    weights_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a CV run needs besides the data."""
+
+    predictors: tuple[PredictorSpec, ...]
+    folds: int = 5
+    split: str = "scaffold"
+    seed: int = 0
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    bootstrap_resamples: int = 10_000
+    output: OutputOptions = field(default_factory=OutputOptions)
+    source: str | None = None  # the TOML file it came from (for messages and the manifest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (written into every manifest; :func:`config_from_dict` reads it back)."""
+        return {
+            "cv": {
+                "folds": self.folds, "split": self.split, "seed": self.seed,
+                "metrics": list(self.metrics), "bootstrap_resamples": self.bootstrap_resamples,
+            },
+            "output": {
+                "save_predictions": self.output.save_predictions,
+                "uncertainty_sample": self.output.uncertainty_sample,
+                "weights_file": self.output.weights_file or "",
+            },
+            "predictors": [p.to_dict() for p in self.predictors],
+            "source": self.source,
+        }
+
+    def predictor(self, name: str) -> PredictorSpec:
+        for p in self.predictors:
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in self.predictors)
+        raise DrugcellInputError(
+            f"{self.source or 'config'}: no predictor named {name!r}; known: {names}"
+        )
+
+    def select(self, names: list[str]) -> RunConfig:
+        """Keep only the named predictors (in the order given)."""
+        return dataclasses.replace(self, predictors=tuple(self.predictor(n) for n in names))
+
+
+def _where(source: str | None, key: str) -> str:
+    return f"{source or 'config'}: key {key!r}"
+
+
+def _check_int(value: Any, source: str | None, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DrugcellInputError(f"{_where(source, key)} must be an integer, got {value!r}")
+    if value < minimum:
+        raise DrugcellInputError(f"{_where(source, key)} must be >= {minimum}, got {value}")
+    return value
+
+
+def _known_kinds() -> set[str]:
+    from drugcell.models import available  # importing the package registers every built-in kind
+
+    return set(available())
+
+
+def _check_params(spec: PredictorSpec, source: str | None, key: str) -> None:
+    """Build the predictor once so a bad parameter fails now, not an hour into a run."""
+    from drugcell.models import make_predictor
+
+    try:
+        make_predictor(spec.kind, **spec.params)
+    except DrugcellInputError as exc:
+        raise DrugcellInputError(f"{_where(source, key)} ({spec.name}): {exc}") from None
+
+
+def _known_metrics() -> set[str]:
+    from drugcell.evaluation.metrics import available
+
+    return set(available())
+
+
+def _parse_predictors(raw: Any, source: str | None) -> tuple[PredictorSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise DrugcellInputError(
+            f"{_where(source, 'predictors')} must be a non-empty array of tables "
+            "([[predictors]] with name and kind)"
+        )
+    kinds = _known_kinds()
+    specs: list[PredictorSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        key = f"predictors[{i}]"
+        if not isinstance(entry, dict):
+            raise DrugcellInputError(f"{_where(source, key)} must be a table, got {entry!r}")
+        entry = dict(entry)
+        kind = entry.pop("kind", None)
+        if not isinstance(kind, str) or not kind:
+            raise DrugcellInputError(f"{_where(source, key + '.kind')} is missing or not a string")
+        name = entry.pop("name", kind)
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise DrugcellInputError(
+                f"{_where(source, key + '.name')} must be letters, digits, '_', '-' or '.', got {name!r}"
+            )
+        if name in seen:
+            raise DrugcellInputError(f"{_where(source, key + '.name')}: duplicate predictor name {name!r}")
+        if kind not in kinds:
+            raise DrugcellInputError(
+                f"{_where(source, key + '.kind')}: unknown predictor kind {kind!r}; "
+                f"available: {', '.join(sorted(kinds))}"
+            )
+        params = entry.pop("params", {})
+        if not isinstance(params, dict):
+            raise DrugcellInputError(f"{_where(source, key + '.params')} must be a table")
+        params = {**params, **entry}
+        seen.add(name)
+        spec = PredictorSpec(name=name, kind=kind, params=params)
+        _check_params(spec, source, key)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfig:
+    """Validate a parsed TOML document (or a manifest's ``config``) into a :class:`RunConfig`."""
+    unknown = set(raw) - {"cv", "output", "predictors", "source"}
+    if unknown:
+        raise DrugcellInputError(
+            f"{source or 'config'}: unknown top-level key(s) {sorted(unknown)}; "
+            "expected [cv], [output] and [[predictors]]"
+        )
+    cv = raw.get("cv", {})
+    out = raw.get("output", {})
+    for key, table in (("cv", cv), ("output", out)):
+        if not isinstance(table, dict):
+            raise DrugcellInputError(f"{_where(source, key)} must be a table")
+    bad = set(cv) - {"folds", "split", "seed", "metrics", "bootstrap_resamples"}
+    if bad:
+        raise DrugcellInputError(f"{_where(source, 'cv.' + sorted(bad)[0])} is not a known option")
+    bad = set(out) - {"save_predictions", "uncertainty_sample", "weights_file"}
+    if bad:
+        raise DrugcellInputError(f"{_where(source, 'output.' + sorted(bad)[0])} is not a known option")
+
+    folds = _check_int(cv.get("folds", 5), source, "cv.folds", 2)
+    seed = _check_int(cv.get("seed", 0), source, "cv.seed", 0)
+    resamples = _check_int(cv.get("bootstrap_resamples", 10_000), source, "cv.bootstrap_resamples", 1)
+    split = cv.get("split", "scaffold")
+    if split not in SPLITS:
+        raise DrugcellInputError(f"{_where(source, 'cv.split')} must be one of {SPLITS}, got {split!r}")
+    metrics = cv.get("metrics", list(DEFAULT_METRICS))
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} must be a non-empty list of names")
+    known = _known_metrics()
+    for m in metrics:
+        if m not in known:
+            raise DrugcellInputError(
+                f"{_where(source, 'cv.metrics')}: unknown metric {m!r}; known: {', '.join(sorted(known))}"
+            )
+    if len(set(metrics)) != len(metrics):
+        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} lists a metric twice")
+
+    save = out.get("save_predictions", False)
+    if not isinstance(save, bool):
+        raise DrugcellInputError(f"{_where(source, 'output.save_predictions')} must be true or false")
+    sample = _check_int(out.get("uncertainty_sample", 200_000), source, "output.uncertainty_sample", 0)
+    wfile = out.get("weights_file", "") or None
+    if wfile is not None and not isinstance(wfile, str):
+        raise DrugcellInputError(f"{_where(source, 'output.weights_file')} must be a path string")
+
+    return RunConfig(
+        predictors=_parse_predictors(raw.get("predictors"), source),
+        folds=folds, split=split, seed=seed, metrics=tuple(metrics),
+        bootstrap_resamples=resamples,
+        output=OutputOptions(save_predictions=save, uncertainty_sample=sample, weights_file=wfile),
+        source=source if source is not None else raw.get("source"),
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DrugcellInputError(f"config file {path} not found; see configs/default.toml for the layout")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise DrugcellInputError(f"{path}: not valid TOML ({exc})") from exc
+    return config_from_dict(raw, source=str(path))
+
+
+def with_overrides(
+    config: RunConfig, *, folds: int | None = None, split: str | None = None,
+    seed: int | None = None, metrics: list[str] | None = None,
+    bootstrap_resamples: int | None = None, predictors: list[str] | None = None,
+    save_predictions: bool | None = None, weights_file: str | None = None,
+    sets: list[str] | None = None,
+) -> RunConfig:
+    """Apply command-line overrides and re-validate (so a bad override fails like a bad file).
+
+    ``sets`` are ``section.key=value`` strings with a TOML value (``cv.folds=3``,
+    ``output.save_predictions=true``, ``cv.metrics=["mejia"]``).
+    """
+    raw = config.to_dict()
+    src = config.source
+    for item in sets or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise DrugcellInputError(f"--set {item!r}: expected section.key=value, e.g. cv.folds=3")
+        key, value = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        if section not in ("cv", "output"):
+            raise DrugcellInputError(f"--set {item!r}: section must be 'cv' or 'output'")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()  # a bare word, e.g. split=random
+        raw[section][name] = parsed
+    cv, out = raw["cv"], raw["output"]
+    for key, val in (("folds", folds), ("split", split), ("seed", seed),
+                     ("metrics", metrics), ("bootstrap_resamples", bootstrap_resamples)):
+        if val is not None:
+            cv[key] = list(val) if key == "metrics" else val
+    if save_predictions is not None:
+        out["save_predictions"] = save_predictions
+    if weights_file is not None:
+        out["weights_file"] = weights_file
+    new = config_from_dict(raw, source=src)
+    return new.select(predictors) if predictors else new

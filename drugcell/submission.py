@@ -1,0 +1,216 @@
+"""Refit a chosen predictor on every training compound, predict the test compounds, validate, write.
+
+The contest scores a long table ``compound, gene_id, predicted_expression`` with exactly one row
+per (test compound, scored gene). The official local scorer silently drops missing compounds and
+averages duplicates, so this module refuses to write anything that
+:func:`contest_scorer.validate_submission` does not accept, and writes atomically (a failed run
+never leaves a half-written file behind). The 13.8 M-row table is built column-wise with numpy and
+dictionary-encoded pyarrow columns, never row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_config
+from drugcell.errors import DrugcellInputError
+from drugcell.provenance import atomic_path, fingerprint_files, provenance, write_json
+
+DEFAULT_OUT = Path("submissions/predictions.parquet")
+TEST_REQUIRED = ("compound", "smiles")
+
+
+@dataclass
+class SubmissionResult:
+    out: Path
+    predictor: PredictorSpec
+    n_compounds: int
+    n_genes: int
+    n_rows: int
+    audit: dict[str, Any]
+    audit_line: str
+    info: dict[str, float]
+    std_out: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_test_compounds(path: str | Path) -> pd.DataFrame:
+    """The contest's ``test_compounds.csv``: ids kept as strings, one row per compound."""
+    path = Path(path)
+    if not path.is_file():
+        raise DrugcellInputError(f"test compounds file {path} not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in TEST_REQUIRED if c not in df.columns]
+    if missing:
+        raise DrugcellInputError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the contest layout "
+            "compound,compound_name,...,smiles,inchi_key"
+        )
+    df["compound"] = df["compound"].str.strip()
+    empty = np.flatnonzero(df["compound"].eq("").to_numpy())
+    if len(empty):
+        raise DrugcellInputError(f"{path}: column 'compound' is empty on row(s) {(empty + 2).tolist()[:10]} "
+                                 "(1-based file lines); every test compound needs its id")
+    dup = df["compound"][df["compound"].duplicated()].unique()
+    if len(dup):
+        raise DrugcellInputError(f"{path}: compound id(s) listed twice: {', '.join(dup[:10])}; remove the duplicates")
+    return df.reset_index(drop=True)
+
+
+def read_gene_filter(path: str | Path) -> np.ndarray:
+    """The scored genes (``gene_filter.csv``, one column ``gene_id``), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DrugcellInputError(f"gene filter file {path} not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "gene_id" not in df.columns:
+        raise DrugcellInputError(f"{path}: no 'gene_id' column (found {', '.join(df.columns)})")
+    genes = df["gene_id"].str.strip().to_numpy(dtype=object).astype(str)
+    if len(genes) == 0:
+        raise DrugcellInputError(f"{path}: no genes listed")
+    if len(np.unique(genes)) != len(genes):
+        raise DrugcellInputError(f"{path}: a gene_id is listed twice; the filter must be a set")
+    return genes
+
+
+def resolve_predictor(
+    name: str | None = None, *, config: str | Path | None = None,
+    from_run: str | Path | None = None, metric: str = "mejia",
+) -> tuple[PredictorSpec, int]:
+    """Which predictor to refit, and the seed, from a name, a config, or the best of a CV run.
+
+    ``from_run`` reads the run's manifest (its config) and, without ``name``, picks the lowest
+    mean wMSE under ``metric`` from its ``scores.parquet``. Without a config, ``name`` may be a
+    registry kind (its default params) or a name in ``configs/default.toml``.
+    """
+    if from_run is not None:
+        run = Path(from_run)
+        man = run / "manifest.json"
+        if not man.is_file():
+            raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
+        cfg = config_from_dict(json.loads(man.read_text())["config"], source=str(man))
+        if name is None:
+            from drugcell.evaluation.cv import best_predictor
+
+            scores_path = run / "scores.parquet"
+            if not scores_path.is_file():
+                raise DrugcellInputError(f"{run}: no scores.parquet; the CV run did not finish")
+            name = best_predictor(pd.read_parquet(scores_path, columns=["predictor", "metric", "wmse"]), metric)
+        return cfg.predictor(name), cfg.seed
+    if name is None:
+        raise DrugcellInputError("name a predictor (--predictor NAME) or a CV run (--from-run RUN_DIR)")
+    if config is not None:
+        cfg = load_config(config)
+        return cfg.predictor(name), cfg.seed
+    from drugcell.models import available
+
+    if name in available():
+        return PredictorSpec(name=name, kind=name, params={}), 0
+    from drugcell.paths import repo_root
+
+    default = repo_root() / "configs" / "default.toml"
+    if default.is_file():
+        cfg: RunConfig = load_config(default)
+        return cfg.predictor(name), cfg.seed
+    raise DrugcellInputError(f"unknown predictor {name!r}: pass --config with a [[predictors]] entry named so")
+
+
+# ----------------------------------------------------------------------------- the table
+def long_table(compound_ids: np.ndarray, genes: np.ndarray, values: np.ndarray,
+               value_col: str = "predicted_expression") -> pa.Table:
+    """(n, G) values -> long table, compound-major, dictionary-encoded id columns (no Python loop)."""
+    n, g = values.shape
+    comp_idx = np.repeat(np.arange(n, dtype=np.int32), g)
+    gene_idx = np.tile(np.arange(g, dtype=np.int32), n)
+    return pa.table({
+        "compound": pa.DictionaryArray.from_arrays(pa.array(comp_idx), pa.array(np.asarray(compound_ids).astype(str))),
+        "gene_id": pa.DictionaryArray.from_arrays(pa.array(gene_idx), pa.array(np.asarray(genes).astype(str))),
+        value_col: pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel()),
+    })
+
+
+def _gene_columns(train_genes: np.ndarray, genes: np.ndarray, gene_filter_path) -> np.ndarray:
+    """Column index into the model's genes for each scored gene; refuse a gene the model lacks."""
+    pos = pd.Index(np.asarray(train_genes).astype(str)).get_indexer(genes)
+    missing = genes[pos < 0]
+    if len(missing):
+        raise DrugcellInputError(
+            f"{gene_filter_path}: {len(missing)} scored gene(s) are not in the training data "
+            f"(first: {', '.join(missing[:5])}); load the training set with this gene filter"
+        )
+    return pos
+
+
+def make_submission(
+    es, spec: PredictorSpec, test_compounds: str | Path, gene_filter: str | Path,
+    out: str | Path = DEFAULT_OUT, *, seed: int = 0, write_std: bool = True, progress: bool = True,
+) -> SubmissionResult:
+    """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write."""
+    from contest_scorer import validate_submission
+    from drugcell.evaluation.audit import audit_split
+    from drugcell.models import make_predictor
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    out = Path(out)
+    test = read_test_compounds(test_compounds)
+    genes = read_gene_filter(gene_filter)
+    test_ids = test["compound"].to_numpy(dtype=object).astype(str)
+    test_smiles = test["smiles"].tolist()
+    cols = _gene_columns(es.genes, genes, gene_filter)
+
+    # Refuses (LeakError) when a test molecule or id is in training; reports how unseen the test is.
+    report = audit_split(list(np.asarray(es.smiles).astype(str)), test_smiles,
+                         list(np.asarray(es.compounds).astype(str)), list(test_ids),
+                         name=f"training set vs {Path(test_compounds).name}")
+    timings["audit_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    model = make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
+    timings["fit_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    pred = model.predict(test_smiles)
+    timings["predict_s"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    values = pred.mean[:, cols] if not np.array_equal(cols, np.arange(pred.mean.shape[1])) else pred.mean
+    table = long_table(test_ids, genes, values)
+    problems = validate_submission(table.to_pandas(), test_compounds=list(test_ids), gene_filter=list(genes))
+    if problems:  # a validator that reports instead of raising: refuse all the same
+        raise DrugcellInputError(f"the predicted grid failed validation, nothing written: {problems}")
+    timings["validate_s"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    std_out = None
+    if write_std and pred.std is not None:
+        std_out = out.with_name(out.stem + ".std.parquet")
+        std_vals = pred.std[:, cols]
+        with atomic_path(std_out) as tmp:
+            pq.write_table(long_table(test_ids, genes, std_vals, "predicted_std"), tmp, compression="zstd")
+    timings["write_s"] = time.perf_counter() - t4
+    timings["total_s"] = time.perf_counter() - t0
+
+    info = {k: float(v) for k, v in pred.info.items()}
+    audit = report.to_dict()
+    write_json(out.with_name(out.name + ".manifest.json"), provenance(
+        config={"predictor": spec.to_dict(), "seed": seed}, seed=seed, data_fingerprint=es.fingerprint(),
+        command="drugcell submit", predictor=spec.name, n_compounds=len(test_ids), n_genes=len(genes),
+        n_rows=table.num_rows, test_compounds_file=str(test_compounds),
+        test_compounds_fingerprint=fingerprint_files([test_compounds]),
+        gene_filter_fingerprint=fingerprint_files([gene_filter]), prediction_info=info, audit=audit,
+        std_file=str(std_out) if std_out else None, timings_s={k: round(v, 2) for k, v in timings.items()},
+    ))
+    return SubmissionResult(out=out, predictor=spec, n_compounds=len(test_ids), n_genes=len(genes),
+                            n_rows=table.num_rows, audit=audit, audit_line=report.describe(), info=info, std_out=std_out, timings=timings)
