@@ -1,0 +1,221 @@
+"""Leak audit of a train/test split, run before any fit.
+
+A molecule on both sides of a split turns a structure-to-response benchmark into a lookup, so such
+a split is refused outright (:class:`LeakError`). Otherwise the report says how "unseen" the test
+side is: how many test compounds share a scaffold with training, and how close each one's nearest
+training neighbour is (Morgan/Tanimoto), which is what retrieval-style predictors live on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from drugcell.chem.molecules import inchikey_first_block
+from drugcell.errors import DrugcellInputError
+
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+QUANTILE_NAMES = ("min", "q05", "q25", "median", "q75", "q95", "max")
+SIMILARITY_THRESHOLDS = (0.4, 0.7)
+
+
+class LeakError(DrugcellInputError):
+    """The same molecule (or compound id) sits on both sides of a split."""
+
+
+@dataclass
+class AuditReport:
+    """What a split looks like from the test side; JSON-able through :meth:`to_dict`."""
+
+    name: str
+    n_train: int
+    n_test: int
+    n_unparsed_train: int
+    n_unparsed_test: int
+    n_test_scaffold_in_train: int       # test compounds (with a ring scaffold) whose scaffold is in train
+    frac_test_scaffold_in_train: float  # of all test compounds
+    n_test_acyclic: int                 # parsed test compounds without a ring scaffold
+    nearest_similarity: dict[str, float]  # quantiles of each test compound's max Tanimoto to train
+    frac_nearest_ge: dict[str, float]     # fraction of test compounds with nearest >= threshold
+    duplicates: list[dict] = field(default_factory=list)  # only when on_duplicate="report"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "n_train": self.n_train, "n_test": self.n_test,
+            "n_unparsed_train": self.n_unparsed_train, "n_unparsed_test": self.n_unparsed_test,
+            "n_test_scaffold_in_train": self.n_test_scaffold_in_train,
+            "frac_test_scaffold_in_train": self.frac_test_scaffold_in_train,
+            "n_test_acyclic": self.n_test_acyclic,
+            "nearest_similarity": dict(self.nearest_similarity),
+            "frac_nearest_ge": dict(self.frac_nearest_ge),
+            "n_duplicates": len(self.duplicates), "duplicates": list(self.duplicates),
+        }
+
+    def describe(self) -> str:
+        """One line for logs: sizes, scaffold overlap, nearest-neighbour similarity."""
+        q = self.nearest_similarity
+        ge = ", ".join(f">={t}: {v:.1%}" for t, v in self.frac_nearest_ge.items())
+        dup = f"; {len(self.duplicates)} DUPLICATES across the split" if self.duplicates else ""
+        return (f"{self.name}: {self.n_train} train / {self.n_test} test; "
+                f"{self.n_test_scaffold_in_train} test compounds "
+                f"({self.frac_test_scaffold_in_train:.1%}) share a scaffold with train; "
+                f"nearest-train Tanimoto median {q['median']:.2f} "
+                f"[q05 {q['q05']:.2f}, q95 {q['q95']:.2f}] ({ge}); "
+                f"unparsed {self.n_unparsed_train} train / {self.n_unparsed_test} test{dup}")
+
+
+@dataclass
+class _ChemView:
+    """Everything the audit needs about a set of compounds, computed once (subset per fold)."""
+
+    ids: list[str]
+    smiles: list[str]
+    ok: np.ndarray                 # parsed
+    ident: list[list[str]]         # identity keys: InChIKey first block, canonical SMILES
+    scaffold: list[str]            # "" when acyclic or unparsed
+    bits: np.ndarray               # Morgan bits (zero rows when unparsed)
+
+    @classmethod
+    def build(cls, smiles: Sequence, ids: Sequence) -> _ChemView:
+        from drugcell.chem.fingerprints import morgan_bits
+        from drugcell.chem.molecules import parse_smiles
+        from drugcell.chem.scaffolds import murcko_scaffold
+
+        smiles = list(smiles)
+        parsed = parse_smiles(smiles)
+        ok = np.asarray(parsed.ok, dtype=bool)
+        ident = []
+        for i in range(len(smiles)):
+            keys = []
+            if ok[i]:
+                block = inchikey_first_block(parsed.inchikey[i])
+                if block:
+                    keys.append("inchikey-block1:" + block)
+                if parsed.canonical[i]:
+                    keys.append("canonical:" + parsed.canonical[i])
+            ident.append(keys)
+        scaf = [sc if ok[i] else "" for i, sc in enumerate(murcko_scaffold(parsed))]
+        return cls([str(x) for x in ids], ["" if x is None else str(x) for x in smiles], ok, ident,
+                   scaf, np.asarray(morgan_bits(parsed)))
+
+    def subset(self, idx: np.ndarray) -> _ChemView:
+        idx = np.asarray(idx)
+        pick = idx.tolist()
+        return _ChemView([self.ids[i] for i in pick], [self.smiles[i] for i in pick], self.ok[idx],
+                         [self.ident[i] for i in pick], [self.scaffold[i] for i in pick],
+                         self.bits[idx])
+
+
+def find_duplicates(train: _ChemView, test: _ChemView) -> list[dict]:
+    """Every (train, test) pair that is one molecule, or one compound id, on both sides."""
+    by_key: dict[str, list[int]] = {}
+    for i, ks in enumerate(train.ident):
+        for k in ks:
+            by_key.setdefault(k, []).append(i)
+    found: dict[tuple[int, int], str] = {}
+    for j, ks in enumerate(test.ident):
+        for k in ks:
+            for i in by_key.get(k, ()):
+                found.setdefault((i, j), k.split(":", 1)[0])
+    train_pos: dict[str, list[int]] = {}
+    for i, t in enumerate(train.ids):
+        train_pos.setdefault(t, []).append(i)
+    for j, t in enumerate(test.ids):
+        for i in train_pos.get(t, ()):
+            found.setdefault((i, j), "compound id")
+    return [{"train_id": train.ids[i], "test_id": test.ids[j], "matched_on": how,
+             "train_smiles": train.smiles[i], "test_smiles": test.smiles[j]}
+            for (i, j), how in sorted(found.items())]
+
+
+def nearest_train_similarity(train_bits: np.ndarray, test_bits: np.ndarray) -> np.ndarray:
+    """Max Tanimoto of each test row to any train row, one bounded block at a time."""
+    from drugcell.chem.fingerprints import iter_tanimoto_blocks
+
+    out = np.zeros(len(test_bits), dtype=np.float32)
+    if len(train_bits) == 0 or len(test_bits) == 0:
+        return out
+    for start, stop, sims in iter_tanimoto_blocks(test_bits, train_bits):
+        out[start:stop] = sims.max(axis=1)
+    return out
+
+
+def audit_split(
+    train_smiles: Sequence[str], test_smiles: Sequence[str],
+    train_ids: Sequence[str], test_ids: Sequence[str], *, name: str = "fold 1",
+    on_duplicate: Literal["raise", "report"] = "raise",
+) -> AuditReport:
+    """Refuse a split with one molecule on both sides; otherwise report how unseen the test side is.
+
+    Same molecule = same InChIKey first block (connectivity, so stereoisomers count) or the same
+    canonical SMILES, or the same compound id. ``on_duplicate="report"`` lists them in the report
+    instead of raising (for a caller that only wants to show the overlap, e.g. a submission check).
+    Unparseable SMILES cannot be compared; they are counted and left out of the similarity figures.
+    """
+    for side, smi, ids in (("train", train_smiles, train_ids), ("test", test_smiles, test_ids)):
+        if len(smi) != len(ids):
+            raise DrugcellInputError(
+                f"{name}: {len(smi)} {side} SMILES but {len(ids)} {side} compound ids; pass one id "
+                f"per SMILES")
+    return _audit(_ChemView.build(train_smiles, train_ids), _ChemView.build(test_smiles, test_ids),
+                  name=name, on_duplicate=on_duplicate)
+
+
+def audit_folds(
+    smiles: Sequence[str], ids: Sequence[str], folds: np.ndarray, *,
+    on_duplicate: Literal["raise", "report"] = "raise",
+) -> list[AuditReport]:
+    """:func:`audit_split` for every fold (test = fold k, train = the rest), parsing only once.
+
+    Reports are named "fold 1", "fold 2", ... (1-based, for people); the first fold with a leak
+    raises :class:`LeakError` unless ``on_duplicate="report"``.
+    """
+    folds = np.asarray(folds)
+    if len(smiles) != len(ids) or len(ids) != len(folds):
+        raise DrugcellInputError(
+            f"audit_folds: {len(smiles)} SMILES, {len(ids)} ids and {len(folds)} fold ids; pass "
+            f"one of each per compound")
+    view = _ChemView.build(smiles, ids)
+    reports = []
+    for k in np.unique(folds):
+        test = folds == k
+        reports.append(_audit(view.subset(np.flatnonzero(~test)), view.subset(np.flatnonzero(test)),
+                              name=f"fold {int(k) + 1}", on_duplicate=on_duplicate))
+    return reports
+
+
+def _audit(tr: _ChemView, te: _ChemView, *, name: str, on_duplicate: str) -> AuditReport:
+    if on_duplicate not in ("raise", "report"):
+        raise DrugcellInputError(f"on_duplicate must be 'raise' or 'report', got {on_duplicate!r}")
+    dups = find_duplicates(tr, te)
+    if dups and on_duplicate == "raise":
+        shown = "; ".join(f"train {d['train_id']} ({d['train_smiles']}) = test {d['test_id']} "
+                          f"({d['test_smiles']}) by {d['matched_on']}" for d in dups[:10])
+        more = f" (+{len(dups) - 10} more)" if len(dups) > 10 else ""
+        raise LeakError(
+            f"{name}: {len(dups)} compound pair(s) sit on both sides of the split: {shown}{more}. "
+            f"Remove the duplicates from one side, or build folds with drugcell.evaluation.splits."
+            f"make_folds, which keeps identical molecules together")
+
+    train_scaffolds = {s for s in tr.scaffold if s}
+    n_in = sum(1 for s in te.scaffold if s and s in train_scaffolds)
+    n_acyclic = int(sum(1 for j, s in enumerate(te.scaffold) if te.ok[j] and not s))
+    nearest = nearest_train_similarity(tr.bits[tr.ok], te.bits[te.ok])
+    if len(nearest):
+        qs = np.quantile(nearest.astype(np.float64), QUANTILES)
+        quant = {k: float(v) for k, v in zip(QUANTILE_NAMES, qs)}
+        frac = {str(t): float(np.mean(nearest >= t)) for t in SIMILARITY_THRESHOLDS}
+    else:
+        quant = {k: float("nan") for k in QUANTILE_NAMES}
+        frac = {str(t): float("nan") for t in SIMILARITY_THRESHOLDS}
+    n_test = len(te.ids)
+    return AuditReport(
+        name=name, n_train=len(tr.ids), n_test=n_test,
+        n_unparsed_train=int((~tr.ok).sum()), n_unparsed_test=int((~te.ok).sum()),
+        n_test_scaffold_in_train=n_in, frac_test_scaffold_in_train=n_in / n_test if n_test else 0.0,
+        n_test_acyclic=n_acyclic, nearest_similarity=quant, frac_nearest_ge=frac,
+        duplicates=dups if on_duplicate == "report" else [],
+    )
