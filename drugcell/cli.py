@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "calibrate",
     "cv",
     "submit",
+    "load",
 ]
 
 
