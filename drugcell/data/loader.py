@@ -319,7 +319,7 @@ class _WideParquet(_Counts):
             col = table.column(i)
             if col.null_count:
                 raise DrugcellInputError(
-                    f"counts file {self.path}: sample {name!r} has {col.null_count} missing (null) count(s); "
+                    f"counts file {self.path}: sample {name!r} has {col.null_count} missing (null/NaN) count(s); "
                     "fill missing genes with 0"
                 )
             a = col.to_numpy()
