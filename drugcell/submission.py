@@ -156,7 +156,7 @@ def make_submission(
     out: str | Path = DEFAULT_OUT, *, seed: int = 0, write_std: bool = True, progress: bool = True,
 ) -> SubmissionResult:
     """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write."""
-    from contest_scorer import validate_submission
+    from contest_scorer import ScoringError, validate_submission
     from drugcell.evaluation.audit import audit_split
     from drugcell.models import make_predictor
 
@@ -185,9 +185,13 @@ def make_submission(
     t3 = time.perf_counter()
     values = pred.mean[:, cols] if not np.array_equal(cols, np.arange(pred.mean.shape[1])) else pred.mean
     table = long_table(test_ids, genes, values)
-    problems = validate_submission(table.to_pandas(), test_compounds=list(test_ids), gene_filter=list(genes))
-    if problems:  # a validator that reports instead of raising: refuse all the same
-        raise DrugcellInputError(f"the predicted grid failed validation, nothing written: {problems}")
+    try:
+        counts = validate_submission(table.to_pandas(), test_compounds=list(test_ids), gene_filter=list(genes))
+    except ScoringError as exc:
+        raise DrugcellInputError(f"the predicted grid failed validation; nothing written to {out}: {exc}") from None
+    if counts.get("rows") != len(test_ids) * len(genes):
+        raise DrugcellInputError(f"the predicted grid has {counts.get('rows')} rows, expected "
+                                 f"{len(test_ids) * len(genes)}; nothing written to {out}")
     timings["validate_s"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
