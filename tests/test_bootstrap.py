@@ -132,3 +132,21 @@ def test_paired_bootstrap_refuses_bad_input():
         paired_bootstrap([1.0, np.nan], [1.0, 2.0])
     with pytest.raises(DrugcellInputError, match="ci"):
         paired_bootstrap([1.0, 2.0], [1.0, 2.0], ci=95)
+
+
+def test_compare_all_metrics_on_different_compounds_still_match_pairwise():
+    # "proxy" scores only 40 of the 60 compounds: that metric gets its own resamples (same seed).
+    rng = np.random.default_rng(8)
+    s = {"a": rng.gamma(2.0, 0.3, size=60), "b": rng.gamma(2.0, 0.3, size=60)}
+    mejia = _long(s, "mejia")
+    proxy = _long(s, "proxy")
+    proxy = proxy[proxy["compound"].isin([f"c{i}" for i in range(40)])]
+    out = compare_all(pd.concat([mejia, proxy]), n_resamples=500, seed=2)
+    for metric, n in (("mejia", 60), ("proxy", 40)):
+        r = out[out["metric"] == metric].iloc[0]
+        order = np.argsort([f"c{i}" for i in range(n)])
+        ref = paired_bootstrap(s[r.predictor_a][:n][order], s[r.predictor_b][:n][order],
+                               n_resamples=500, seed=2)
+        assert r.n_compounds == n
+        assert (r.ci_low, r.ci_high) == pytest.approx((ref["ci_low"], ref["ci_high"]), abs=1e-9)
+        assert r.p_value == pytest.approx(ref["p_value"], abs=1e-9)

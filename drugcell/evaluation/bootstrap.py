@@ -96,6 +96,28 @@ def paired_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, ci: float =
             "ci": float(ci), "p_value_definition": "2*min(P*(d<=0), P*(d>=0)), percentile"}
 
 
+def _wide_scores(metric: str, sub: pd.DataFrame, value: str) -> pd.DataFrame:
+    """compound x predictor float64 table (sorted ids), refusing repeats, holes and NaN/inf."""
+    dup = sub.duplicated(["predictor", "compound"], keep=False)
+    if dup.any():
+        r = sub[dup].iloc[0]
+        raise DrugcellInputError(
+            f"metric {metric}: predictor {r['predictor']} has {int(dup.sum())} repeated "
+            f"(predictor, compound) rows, e.g. compound {r['compound']}; keep one score per "
+            f"compound (average repeats first if that is what you mean)")
+    wide = sub.pivot(index="compound", columns="predictor", values=value).sort_index()
+    if wide.isna().any().any():
+        pred, comp = next((p, c) for p in wide.columns for c in wide.index[wide[p].isna()])
+        raise DrugcellInputError(
+            f"metric {metric}: predictor {pred} has no score for compound {comp} "
+            f"({int(wide.isna().sum().sum())} missing in all); every predictor must be scored "
+            f"on the same compounds for a paired comparison")
+    wide = wide.astype(np.float64)
+    if not np.isfinite(wide.to_numpy()).all():
+        raise DrugcellInputError(f"metric {metric}: non-finite {value} values in scores")
+    return wide
+
+
 def compare_all(
     scores: pd.DataFrame, *, n_resamples: int = 10_000, seed: int = 0, ci: float = 0.95,
     ordered: bool = False, value: str = "wmse",
@@ -117,35 +139,32 @@ def compare_all(
         raise DrugcellInputError(f"scores frame lacks column(s) {sorted(missing)}; it needs "
                                  f"predictor, compound, {value} (+ metric)")
     frame = scores if "metric" in scores.columns else scores.assign(metric="wmse")
-    rows = []
+    tables = {}
     for metric, sub in frame.groupby("metric", sort=True):
-        dup = sub.duplicated(["predictor", "compound"], keep=False)
-        if dup.any():
-            r = sub[dup].iloc[0]
-            raise DrugcellInputError(
-                f"metric {metric}: predictor {r['predictor']} has {int(dup.sum())} repeated "
-                f"(predictor, compound) rows, e.g. compound {r['compound']}; keep one score per "
-                f"compound (average repeats first if that is what you mean)")
-        wide = sub.pivot(index="compound", columns="predictor", values=value).sort_index()
-        if wide.isna().any().any():
-            pred, comp = next((p, c) for p in wide.columns for c in wide.index[wide[p].isna()])
-            raise DrugcellInputError(
-                f"metric {metric}: predictor {pred} has no score for compound {comp} "
-                f"({int(wide.isna().sum().sum())} missing in all); every predictor must be scored "
-                f"on the same compounds for a paired comparison")
-        if not np.isfinite(wide.to_numpy()).all():
-            raise DrugcellInputError(f"metric {metric}: non-finite {value} values in scores")
+        tables[metric] = _wide_scores(metric, sub, value)
+    # Every metric scores the same compounds in a CV run: one pass of resamples serves them all.
+    index = next(iter(tables.values())).index if tables else None
+    shared = all(w.index.equals(index) for w in tables.values())
+    if shared and tables:
+        all_boot = bootstrap_means(np.hstack([w.to_numpy() for w in tables.values()]),
+                                   n_resamples, seed)
+    rows, col = [], 0
+    for metric, wide in tables.items():
         means = wide.mean(axis=0)
-        names = list(means.sort_values(kind="stable").index)
-        mat = wide[names].to_numpy(dtype=np.float64)
-        boot = bootstrap_means(mat, n_resamples, seed)  # same indices for every predictor
+        order = np.argsort(means.to_numpy(), kind="stable")
+        names = [str(wide.columns[k]) for k in order]
+        if shared:
+            boot = all_boot[:, col + order]
+            col += wide.shape[1]
+        else:  # same seed, so the same indices whenever the compound sets coincide
+            boot = bootstrap_means(wide.to_numpy()[:, order], n_resamples, seed)
         pairs = (itertools.permutations(range(len(names)), 2) if ordered
                  else itertools.combinations(range(len(names)), 2))
         for i, j in pairs:
-            s = _summarise(means[names[i]] - means[names[j]], boot[:, i] - boot[:, j], ci)
+            mean_a, mean_b = float(means[names[i]]), float(means[names[j]])
+            s = _summarise(mean_a - mean_b, boot[:, i] - boot[:, j], ci)
             rows.append({"metric": metric, "predictor_a": names[i], "predictor_b": names[j],
-                         "n_compounds": int(mat.shape[0]), "mean_a": float(means[names[i]]),
-                         "mean_b": float(means[names[j]]), **s,
+                         "n_compounds": int(len(wide)), "mean_a": mean_a, "mean_b": mean_b, **s,
                          "n_resamples": int(n_resamples), "seed": int(seed), "ci": float(ci)})
     cols = ["metric", "predictor_a", "predictor_b", "n_compounds", "mean_a", "mean_b", "diff",
             "ci_low", "ci_high", "p_value", "boot_std", "n_resamples", "seed", "ci"]
