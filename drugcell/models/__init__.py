@@ -10,7 +10,7 @@ import importlib.util
 
 from drugcell.models.base import Prediction, Predictor
 from drugcell.models.registry import available, get_class, make_predictor, register
-from drugcell.models import baselines  # noqa: F401  (registers control, mean)
+from drugcell.models import baselines, knn, ridge  # noqa: F401  (registering imports)
 
 # The one optional guard: the deep models (mlp, fusion) are written separately and may not
 # exist yet in a checkout; register them when their modules are present.
