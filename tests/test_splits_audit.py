@@ -87,6 +87,7 @@ def test_make_folds_scaffold_split_never_shares_a_scaffold():
     assert fa.split_used == "scaffold" and fa.warning is None
     assert fa.n_scaffolds == 12 and fa.n_acyclic == 3 and fa.n_unparsed == 0
     scaf = [_rdkit_scaffold(s) for s in smiles]
+    assert fa.scaffolds == scaf
     for a, b in itertools.combinations(range(4), 2):
         sa = {scaf[i] for i in np.flatnonzero(fa.folds == a)} - {""}
         sb = {scaf[i] for i in np.flatnonzero(fa.folds == b)} - {""}

@@ -35,7 +35,7 @@ class AuditReport:
     n_test: int
     n_unparsed_train: int
     n_unparsed_test: int
-    n_test_scaffold_in_train: int       # test compounds (with a ring scaffold) whose scaffold is in train
+    n_test_scaffold_in_train: int       # test compounds whose (ring) scaffold is also in train
     frac_test_scaffold_in_train: float  # of all test compounds
     n_test_acyclic: int                 # parsed test compounds without a ring scaffold
     nearest_similarity: dict[str, float]  # quantiles of each test compound's max Tanimoto to train
@@ -67,6 +67,11 @@ class AuditReport:
                 f"unparsed {self.n_unparsed_train} train / {self.n_unparsed_test} test{dup}")
 
 
+# Per-process cache: SMILES string -> (parsed ok, identity keys, scaffold, Morgan bits row).
+_FACTS: dict[str, tuple] = {}
+_FACTS_MAX = 200_000  # ~0.4 GB of 2048-bit rows at most; cleared, not evicted, when exceeded
+
+
 @dataclass
 class _ChemView:
     """Everything the audit needs about a set of compounds, computed once (subset per fold)."""
@@ -80,26 +85,35 @@ class _ChemView:
 
     @classmethod
     def build(cls, smiles: Sequence, ids: Sequence) -> _ChemView:
+        """Parse once per distinct SMILES string per process (CV audits every fold, and submit
+        audits the same training set again: the cache makes the repeats free)."""
         from drugcell.chem.fingerprints import morgan_bits
         from drugcell.chem.molecules import parse_smiles
         from drugcell.chem.scaffolds import murcko_scaffold
 
-        smiles = list(smiles)
-        parsed = parse_smiles(smiles)
-        ok = np.asarray(parsed.ok, dtype=bool)
-        ident = []
-        for i in range(len(smiles)):
-            keys = []
-            if ok[i]:
-                block = inchikey_first_block(parsed.inchikey[i])
-                if block:
-                    keys.append("inchikey-block1:" + block)
-                if parsed.canonical[i]:
-                    keys.append("canonical:" + parsed.canonical[i])
-            ident.append(keys)
-        scaf = [sc if ok[i] else "" for i, sc in enumerate(murcko_scaffold(parsed))]
-        return cls([str(x) for x in ids], ["" if x is None else str(x) for x in smiles], ok, ident,
-                   scaf, np.asarray(morgan_bits(parsed)))
+        text = [x if isinstance(x, str) else "" for x in smiles]  # None/NaN parse as "empty"
+        todo = list(dict.fromkeys(t for t in text if t not in _FACTS))
+        if todo:
+            if len(_FACTS) + len(todo) > _FACTS_MAX:
+                _FACTS.clear()
+            parsed = parse_smiles(todo)
+            scaf = murcko_scaffold(parsed)
+            bits = np.asarray(morgan_bits(parsed))
+            for i, t in enumerate(todo):
+                ok = bool(parsed.ok[i])
+                keys = []
+                if ok:
+                    block = inchikey_first_block(parsed.inchikey[i])
+                    if block:
+                        keys.append("inchikey-block1:" + block)
+                    if parsed.canonical[i]:
+                        keys.append("canonical:" + parsed.canonical[i])
+                _FACTS[t] = (ok, tuple(keys), scaf[i] if ok else "", bits[i])
+        facts = [_FACTS[t] for t in text]
+        n_bits = facts[0][3].shape[0] if facts else 2048
+        return cls([str(x) for x in ids], text, np.array([f[0] for f in facts], dtype=bool),
+                   [list(f[1]) for f in facts], [f[2] for f in facts],
+                   np.stack([f[3] for f in facts]) if facts else np.zeros((0, n_bits), np.uint8))
 
     def subset(self, idx: np.ndarray) -> _ChemView:
         idx = np.asarray(idx)

@@ -127,8 +127,9 @@ def compare_all(
     ``scores`` is long: ``predictor, compound, wmse`` (+ ``metric``; other columns such as
     ``fold`` are ignored). Each predictor must have exactly one score per compound and metric, on
     the same compounds. Compounds are resampled in sorted-id order, so a result does not depend
-    on row order and equals ``paired_bootstrap`` on the id-sorted vectors. Unordered pairs list the predictor with the lower mean first (so ``diff``
-    <= 0 means "a is better" for lower-is-better metrics); ``ordered=True`` gives both directions.
+    on row order and equals ``paired_bootstrap`` on the id-sorted vectors. Unordered pairs list
+    the predictor with the lower mean first (so ``diff`` <= 0 means "a is better" for
+    lower-is-better metrics); ``ordered=True`` gives both directions.
     Columns: ``metric, predictor_a, predictor_b, n_compounds, mean_a, mean_b, diff, ci_low,
     ci_high, p_value, boot_std, n_resamples, seed, ci``.
     """

@@ -87,6 +87,7 @@ class FoldAssignment:
     n_unparsed: int                   # SMILES RDKit could not read (each its own group)
     warning: str | None = None        # set when the requested split could not be honoured
     fold_sizes: list[int] = field(default_factory=list)
+    scaffolds: list[str] = field(default_factory=list, repr=False)  # per compound, "" if none
 
     def to_dict(self) -> dict:
         """JSON-able summary (fold ids left out: they go to a table, not a manifest)."""
@@ -164,8 +165,8 @@ def make_folds(
     n_unparsed = int((~ok).sum())
     # A scaffold group is its scaffold; a compound without one groups only with its own duplicates.
     # Stereoisomers share an InChIKey first block but may differ in scaffold stereo: merge both.
-    scaffold_groups = _connected_groups([f"scaf:{s}" if s else ident[i] for i, s in enumerate(scaf)],
-                                        ident)
+    by_scaffold = [f"scaf:{s}" if s else ident[i] for i, s in enumerate(scaf)]
+    scaffold_groups = _connected_groups(by_scaffold, ident)
     n_scaffold_groups = len(set(scaffold_groups))
     warning = None
     used: str = split
@@ -186,4 +187,5 @@ def make_folds(
         folds=folds, split_requested=split, split_used=used, n_folds=int(n_folds), seed=int(seed),
         n_groups=n_groups, n_scaffolds=n_scaffolds, n_acyclic=n_acyclic, n_unparsed=n_unparsed,
         warning=warning, fold_sizes=np.bincount(folds, minlength=n_folds).tolist(),
+        scaffolds=scaf,
     )

@@ -29,7 +29,8 @@ def _direction(metric: str) -> str:
 
 @dataclass
 class Summary:
-    table: pd.DataFrame        # metric, predictor, n_compounds, mean, fold_mean, fold_std, n_folds, rank
+    # metric, predictor, n_compounds, mean, fold_mean, fold_std, n_folds, rank
+    table: pd.DataFrame
     agreement: pd.DataFrame    # metric_a, metric_b, n_predictors, kendall_tau, n_flips, flips
     notes: list[str] = field(default_factory=list)
 
@@ -63,7 +64,8 @@ def summarize(scores: pd.DataFrame, notes: Sequence[str] = ()) -> Summary:
     table["rank"] = 0
     for metric, idx in table.groupby("metric").groups.items():
         asc = _direction(metric) == "lower"
-        table.loc[idx, "rank"] = table.loc[idx, "mean"].rank(method="min", ascending=asc).astype(int)
+        ranks = table.loc[idx, "mean"].rank(method="min", ascending=asc)
+        table.loc[idx, "rank"] = ranks.astype(int)
     table = table.sort_values(["metric", "rank", "predictor"], kind="stable").reset_index(drop=True)
     return Summary(table=table, agreement=rank_agreement(table), notes=list(notes))
 
