@@ -97,67 +97,139 @@ def std_bins(std, n_bins: int = 10) -> np.ndarray:
 
 
 def reliability_table(error, std, n_bins: int = 10) -> pd.DataFrame:
-    """MAE per predicted-std quantile bin, next to the Gaussian ideal sqrt(2/pi) * mean std."""
+    """MAE per predicted-std quantile bin, next to the Gaussian ideal sqrt(2/pi) * mean std.
+
+    Bins are contiguous runs of the std-sorted cells (see :func:`std_bins`), so every statistic
+    is a sum over a slice of the sorted arrays: fast on millions of cells.
+    """
     e, s = _as_arrays(error, std)
     if n_bins < 1:
         raise DrugcellInputError(f"number of std bins must be >= 1, got {n_bins}")
-    frame = pd.DataFrame({"bin": std_bins(s, n_bins), "std": s, "abs_error": np.abs(e), "sq": e * e})
-    g = frame.groupby("bin", sort=True)
-    table = pd.DataFrame({
-        "n": g.size(),
-        "std_min": g["std"].min(),
-        "std_max": g["std"].max(),
-        "mean_std": g["std"].mean(),
-        "mae": g["abs_error"].mean(),
-        "rmse": np.sqrt(g["sq"].mean()),
-    }).reset_index()
-    table["ideal_mae"] = MAE_PER_STD * table["mean_std"]
-    table["bin"] = table["bin"].astype(int) + 1  # 1-based: "decile 1" is the smallest std
-    return table[["bin", "n", "std_min", "std_max", "mean_std", "mae", "ideal_mae", "rmse"]]
+    order = np.argsort(s, kind="stable")
+    s_sorted, e_sorted = s[order], e[order]
+    bins = (np.arange(s.size) * n_bins) // max(s.size, 1)
+    n = np.bincount(bins, minlength=n_bins)
+    used = np.flatnonzero(n)
+    n = n[used]
+    ends = np.cumsum(n)
+    starts = ends - n
+    mean_std = np.add.reduceat(s_sorted, starts) / n if s.size else np.zeros(0)
+    mae = np.add.reduceat(np.abs(e_sorted), starts) / n if s.size else np.zeros(0)
+    rmse = np.sqrt(np.add.reduceat(e_sorted ** 2, starts) / n) if s.size else np.zeros(0)
+    return pd.DataFrame({
+        "bin": used + 1,  # 1-based: "decile 1" is the smallest std
+        "n": n.astype(np.int64),
+        "std_min": s_sorted[starts] if s.size else np.zeros(0),
+        "std_max": s_sorted[ends - 1] if s.size else np.zeros(0),
+        "mean_std": mean_std, "mae": mae, "ideal_mae": MAE_PER_STD * mean_std, "rmse": rmse,
+    })
 
 
 # --------------------------------------------------------------------------- frame-level
-def clean_samples(samples: pd.DataFrame, source: str = "uncertainty samples") -> tuple[pd.DataFrame, int]:
-    """Check columns; drop cells whose error or std is non-finite or whose std is <= 0.
+#: Columns the arithmetic needs (``compound``/``gene`` are only required in a run's file).
+NEEDED_COLUMNS = ("predictor", "fold", "error", "std")
 
-    A zero std with a non-zero error has an infinite z-score, which would make the fitted scale
-    infinite; such cells are dropped and counted rather than silently clipped.
-    """
-    missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
+
+def _check_columns(samples: pd.DataFrame, source: str, columns: tuple[str, ...] = NEEDED_COLUMNS) -> None:
+    missing = [c for c in columns if c not in samples.columns]
     if missing:
         raise DrugcellInputError(
             f"{source}: missing column(s) {', '.join(missing)}; expected columns "
-            f"{', '.join(REQUIRED_COLUMNS)} as written by `drugcell cv`."
+            f"{', '.join(columns)} as written by `drugcell cv`."
         )
-    e = pd.to_numeric(samples["error"], errors="coerce").to_numpy(np.float64)
-    s = pd.to_numeric(samples["std"], errors="coerce").to_numpy(np.float64)
-    good = np.isfinite(e) & np.isfinite(s) & (s > 0)
-    out = samples.loc[good, list(REQUIRED_COLUMNS)].copy()
-    out["error"] = e[good]
-    out["std"] = s[good]
-    out["predictor"] = out["predictor"].astype(str)
-    out["fold"] = out["fold"].astype(str)
-    return out.reset_index(drop=True), int((~good).sum())
 
 
 def _sorted_folds(folds) -> list[str]:
     """Folds in numeric order when they are numbers ("2" before "10"), else alphabetical."""
-    folds = list(folds)
+    folds = [str(f) for f in folds]
     try:
         return sorted(folds, key=float)
     except ValueError:
         return sorted(folds)
 
 
+@dataclass
+class _Cells:
+    """The usable cells as flat arrays; ``group = predictor_code * n_folds + fold_code``."""
+
+    error: np.ndarray
+    std: np.ndarray
+    group: np.ndarray
+    predictors: list[str]
+    folds: list[str]
+    n_dropped: int
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.predictors) * len(self.folds)
+
+    def group_slices(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Cell indices of every (predictor, fold) group, from one stable sort."""
+        order = np.argsort(self.group, kind="stable")
+        counts = np.bincount(self.group, minlength=self.n_groups)
+        return counts, np.split(order, np.cumsum(counts)[:-1])
+
+
+def _cells(samples: pd.DataFrame, source: str = "uncertainty samples",
+           columns: tuple[str, ...] = NEEDED_COLUMNS) -> _Cells:
+    """Check columns; drop cells whose error or std is non-finite or whose std is <= 0.
+
+    A zero std with a non-zero error has an infinite z-score, which would make the fitted scale
+    infinite; such cells are dropped and counted rather than silently clipped. Works on codes,
+    not strings: a run holds millions of sampled cells.
+    """
+    _check_columns(samples, source, columns)
+    e = pd.to_numeric(samples["error"], errors="coerce").to_numpy(np.float64)
+    s = pd.to_numeric(samples["std"], errors="coerce").to_numpy(np.float64)
+    good = np.isfinite(e) & np.isfinite(s) & (s > 0)
+    p_codes, p_names = pd.factorize(samples["predictor"].to_numpy()[good], sort=False)
+    f_codes, f_names = pd.factorize(samples["fold"].to_numpy()[good], sort=False)
+    p_str, f_str = [str(x) for x in p_names], [str(x) for x in f_names]
+    p_order = sorted(range(len(p_str)), key=lambda i: p_str[i])
+    f_sorted = _sorted_folds(f_str)
+    p_map = np.empty(len(p_str), dtype=np.int64)
+    p_map[p_order] = np.arange(len(p_str))
+    f_map = np.array([f_sorted.index(f) for f in f_str], dtype=np.int64)
+    group = p_map[p_codes] * max(len(f_sorted), 1) + f_map[f_codes] if good.any() else np.zeros(0, np.int64)
+    return _Cells(error=e[good], std=s[good], group=group.astype(np.int64),
+                  predictors=[p_str[i] for i in p_order], folds=f_sorted, n_dropped=int((~good).sum()))
+
+
+def clean_samples(samples: pd.DataFrame, source: str = "uncertainty samples") -> tuple[pd.DataFrame, int]:
+    """The usable cells as a frame (``predictor``, ``fold`` as str, ``error``, ``std``) and the
+    number dropped (non-finite error/std, or std <= 0)."""
+    c = _cells(samples, source)
+    nf = max(len(c.folds), 1)
+    frame = pd.DataFrame({
+        "predictor": np.asarray(c.predictors, dtype=object)[c.group // nf] if c.group.size else [],
+        "fold": np.asarray(c.folds, dtype=object)[c.group % nf] if c.group.size else [],
+        "error": c.error, "std": c.std,
+    })
+    return frame, c.n_dropped
+
+
+def _oof_group_scales(c: _Cells) -> np.ndarray:
+    """Scale per (predictor, fold) group fitted on the predictor's other folds (NaN if none)."""
+    z2 = (c.error / c.std) ** 2
+    nf = max(len(c.folds), 1)
+    S = np.bincount(c.group, weights=z2, minlength=c.n_groups).reshape(-1, nf)
+    N = np.bincount(c.group, minlength=c.n_groups).reshape(-1, nf).astype(np.float64)
+    rest_n = N.sum(axis=1, keepdims=True) - N
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt((S.sum(axis=1, keepdims=True) - S) / rest_n)
+    scale[rest_n == 0] = np.nan
+    return scale.ravel()
+
+
 def out_of_fold_scales(samples: pd.DataFrame) -> pd.Series:
-    """Scale for each (predictor, fold) fitted on that predictor's *other* folds (NaN if none)."""
-    z2 = (samples["error"] / samples["std"]) ** 2
-    g = pd.DataFrame({"predictor": samples["predictor"], "fold": samples["fold"], "z2": z2}) \
-        .groupby(["predictor", "fold"], sort=False)["z2"].agg(["sum", "count"])
-    tot = g.groupby(level="predictor").transform("sum")
-    rest_n = tot["count"] - g["count"]
-    scale = np.sqrt((tot["sum"] - g["sum"]) / rest_n.where(rest_n > 0))
-    return scale.rename("scale")
+    """Scale for each (predictor, fold) fitted on that predictor's *other* folds (NaN if none),
+    indexed by (predictor, fold) with the fold as str."""
+    c = _cells(samples)
+    scale = _oof_group_scales(c)
+    counts = np.bincount(c.group, minlength=c.n_groups)
+    idx = [(p, f) for p in c.predictors for f in c.folds]
+    s = pd.Series(scale, index=pd.MultiIndex.from_tuples(idx, names=["predictor", "fold"]), name="scale")
+    return s[counts > 0]
 
 
 def _row(predictor: str, fold: str, e: np.ndarray, s: np.ndarray, scale: float,
@@ -178,13 +250,15 @@ def _row(predictor: str, fold: str, e: np.ndarray, s: np.ndarray, scale: float,
     return row
 
 
-def _with_scaled_std(samples: pd.DataFrame) -> pd.DataFrame:
-    scales = out_of_fold_scales(samples)
-    key = pd.MultiIndex.from_frame(samples[["predictor", "fold"]])
-    out = samples.copy()
-    out["scale"] = scales.reindex(key).to_numpy()
-    out["std_scaled"] = out["std"] * out["scale"]
-    return out
+def _per_predictor(c: _Cells):
+    """Yield (predictor, [(fold, idx, scale)], all_idx) with out-of-fold scales per fold."""
+    scales = _oof_group_scales(c)
+    counts, slices = c.group_slices()
+    nf = max(len(c.folds), 1)
+    for p, name in enumerate(c.predictors):
+        folds = [(c.folds[f], slices[p * nf + f], float(scales[p * nf + f]))
+                 for f in range(nf) if counts[p * nf + f] > 0]
+        yield name, folds, np.concatenate([idx for _, idx, _ in folds])
 
 
 def calibration_summary(samples: pd.DataFrame) -> pd.DataFrame:
@@ -195,41 +269,46 @@ def calibration_summary(samples: pd.DataFrame) -> pd.DataFrame:
     ``scale`` is fitted on all folds (the factor to apply at submission), and the scaled coverage
     pools the held-out folds, each scaled by its own out-of-fold factor (still honest).
     """
-    samples, _ = clean_samples(samples)
-    if samples.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    samples = _with_scaled_std(samples)
+    return _summary(_cells(samples))
+
+
+def _summary(c: _Cells) -> pd.DataFrame:
     rows = []
-    for predictor, sub in samples.groupby("predictor", sort=True):
-        for fold in _sorted_folds(sub["fold"].unique()):
-            f = sub[sub["fold"] == fold]
-            scale = float(f["scale"].iloc[0])
-            scaled = None if not np.isfinite(scale) else f["std_scaled"].to_numpy()
-            rows.append(_row(predictor, str(fold), f["error"].to_numpy(), f["std"].to_numpy(), scale, scaled))
-        e, s = sub["error"].to_numpy(), sub["std"].to_numpy()
-        scaled = sub["std_scaled"].to_numpy() if np.isfinite(sub["scale"]).all() else None
-        rows.append(_row(predictor, "all", e, s, fit_scale(e, s), scaled))
+    for predictor, folds, all_idx in _per_predictor(c):
+        scaled_all = np.empty(all_idx.size)
+        pos = 0
+        for fold, idx, scale in folds:
+            e, s = c.error[idx], c.std[idx]
+            scaled = s * scale if np.isfinite(scale) else None
+            rows.append(_row(predictor, fold, e, s, scale, scaled))
+            scaled_all[pos:pos + idx.size] = s * scale
+            pos += idx.size
+        e, s = c.error[all_idx], c.std[all_idx]
+        scaled_all = scaled_all if np.isfinite(scaled_all).all() else None
+        rows.append(_row(predictor, "all", e, s, fit_scale(e, s), scaled_all))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def reliability_tables(samples: pd.DataFrame, n_bins: int = 10) -> pd.DataFrame:
     """Reliability tables pooled over folds, per predictor, for the raw std and the std scaled
     by each fold's out-of-fold factor (``std_kind`` = ``raw`` / ``scaled``)."""
-    samples, _ = clean_samples(samples)
-    samples = _with_scaled_std(samples)
+    return _reliability(_cells(samples), n_bins)
+
+
+def _reliability(c: _Cells, n_bins: int) -> pd.DataFrame:
     parts = []
-    for predictor, sub in samples.groupby("predictor", sort=True):
-        e = sub["error"].to_numpy()
-        t = reliability_table(e, sub["std"].to_numpy(), n_bins)
-        parts.append(t.assign(predictor=predictor, std_kind="raw"))
-        if np.isfinite(sub["scale"]).all():
-            t = reliability_table(e, sub["std_scaled"].to_numpy(), n_bins)
-            parts.append(t.assign(predictor=predictor, std_kind="scaled"))
+    for predictor, folds, all_idx in _per_predictor(c):
+        e = c.error[all_idx]
+        parts.append(reliability_table(e, c.std[all_idx], n_bins).assign(predictor=predictor, std_kind="raw"))
+        scaled = np.concatenate([c.std[idx] * scale for _, idx, scale in folds])
+        if np.isfinite(scaled).all():
+            parts.append(reliability_table(e, scaled, n_bins).assign(predictor=predictor, std_kind="scaled"))
     if not parts:
         return pd.DataFrame(columns=["predictor", "std_kind", "bin", "n", "std_min", "std_max",
                                      "mean_std", "mae", "ideal_mae", "rmse"])
     out = pd.concat(parts, ignore_index=True)
     return out[["predictor", "std_kind"] + [c for c in out.columns if c not in ("predictor", "std_kind")]]
+
 
 
 # --------------------------------------------------------------------------- report pieces
@@ -384,13 +463,22 @@ def _safe_name(name: str) -> str:
 
 
 def load_uncertainty(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``RUN/uncertainty.parquet``; a clear error when the run has none."""
+    """Read the predictor, fold, error and std columns of ``RUN/uncertainty.parquet`` (after checking
+    that all of its columns are there); a clear error when the run has none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DrugcellInputError(f"run directory {run_dir} does not exist; pass the folder `drugcell cv` wrote.")
     path = run_dir / UNCERTAINTY_FILE
     if path.exists():
-        samples = pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DrugcellInputError(f"{path} is not a readable parquet file ({exc}); rerun `drugcell cv`.") from None
+        _check_columns(pd.DataFrame(columns=names), str(path), REQUIRED_COLUMNS)
+        # compound/gene strings are not needed for the arithmetic and dominate the read time
+        samples = pd.read_parquet(path, columns=list(NEEDED_COLUMNS))
         if len(samples):
             return samples
     in_run = _run_predictor_names(run_dir)
@@ -410,16 +498,17 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10) -> Calib
     """
     run_dir = Path(run_dir)
     raw = load_uncertainty(run_dir)
-    samples, n_dropped = clean_samples(raw, source=str(run_dir / UNCERTAINTY_FILE))
-    if samples.empty:
+    cells = _cells(raw, source=str(run_dir / UNCERTAINTY_FILE))
+    n_samples, n_dropped = int(cells.error.size), cells.n_dropped
+    if n_samples == 0:
         raise DrugcellInputError(
             f"{run_dir / UNCERTAINTY_FILE}: all {len(raw):,} rows have a non-finite error/std or "
             "std <= 0; the predictor's std output is broken, check it before calibrating."
         )
-    summary = calibration_summary(samples)
-    reliability = reliability_tables(samples, n_bins)
+    summary = _summary(cells)
+    reliability = _reliability(cells, n_bins)
     md = calibration_markdown(summary, heading="# Calibration of the predicted std")
-    md += f"\n{len(samples):,} cells"
+    md += f"\n{n_samples:,} cells"
     md += f" ({n_dropped:,} dropped: non-finite or std <= 0)" if n_dropped else ""
     md += f"; std bins: {n_bins} quantiles by predicted std.\n\n" + reliability_markdown(reliability)
 
@@ -442,8 +531,8 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10) -> Calib
     write_json(files["manifest"], provenance(
         command="calibrate", config={"n_bins": n_bins},
         data_fingerprint=fingerprint_files([run_dir / UNCERTAINTY_FILE]),
-        n_samples=len(samples), n_dropped=n_dropped,
+        n_samples=n_samples, n_dropped=n_dropped,
         outputs=sorted(p.name for p in files.values()),
     ))
     return CalibrationReport(summary=summary, reliability=reliability, markdown=md,
-                             n_samples=len(samples), n_dropped=n_dropped, files=files)
+                             n_samples=n_samples, n_dropped=n_dropped, files=files)
