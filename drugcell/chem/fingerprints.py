@@ -2,8 +2,9 @@
 
 Why: kNN retrieval, the leak audit and the retrieval-support features all need Tanimoto over
 ~14,000 x 14,000 pairs. RDKit's ``BulkTanimotoSimilarity`` does one query at a time; here the
-intersection counts of *all* pairs come from one matrix product of 0/1 float32 matrices, which is
-exact (every partial sum is an integer <= n_bits < 2**24) and runs at BLAS speed. The quotient
+intersection counts of *all* pairs come from one matrix product of 0/1 matrices, which is exact
+and runs at GEMM speed: int8 x int8 -> int32 (torch, VNNI/AMX on CPU) or float32 (BLAS; every
+partial sum is an integer <= n_bits < 2**24), or float32 on CUDA. The quotient
 ``c / (a + b - c)`` of exact integers is correctly rounded by IEEE division, so the float32
 result equals ``float32(RDKit's double)`` bit for bit, and with ``dtype=np.float64`` it equals
 RDKit's double exactly. 0/0 (two empty fingerprints, e.g. two unparseable molecules) is 0.0,
@@ -13,6 +14,7 @@ which is what RDKit returns.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -94,19 +96,58 @@ def _check_bits(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cpu":
-        return "cpu"
+# Below this many pair-bit operations, importing torch costs more than it saves.
+_TORCH_WORTH_IT = 1 << 30
+
+
+def _torch_if_cheap(work: int):
+    """torch if it is already imported or the job is big enough to pay for the import."""
+    if "torch" not in sys.modules and work < _TORCH_WORTH_IT:
+        return None
     try:
         import torch
-        has_cuda = torch.cuda.is_available()
     except ImportError:
-        has_cuda = False
-    if device == "cuda" and not has_cuda:
-        raise ValueError("device='cuda' requested but torch sees no CUDA device")
-    return "cuda" if has_cuda else "cpu"
+        return None
+    return torch
+
+
+@functools.lru_cache(maxsize=1)
+def _int8_gemm_works() -> bool:
+    """Whether ``torch._int_mm`` (int8 x int8 -> int32 GEMM, VNNI/AMX on CPU) exists and is
+    exact here; it is a private torch API, so probe it once instead of trusting it."""
+    try:
+        import torch
+
+        a = torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.int8)
+        out = torch._int_mm(a, a.T)
+        return out.dtype == torch.int32 and out.tolist() == [[2, 2], [2, 3]]
+    except Exception:
+        return False
+
+
+def _plan(device: str, method: str, work: int) -> tuple[str, str]:
+    """(device, method): 'cuda' + float32 GEMM when asked/available; on CPU the int8 GEMM
+    (about 2.5x the float32 one on VNNI CPUs) when torch provides it, else numpy float32."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if method not in ("auto", "int8", "float32"):
+        raise ValueError(f"method must be 'auto', 'int8' or 'float32', got {method!r}")
+    torch = None
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' requested but torch sees no CUDA device")
+        return "cuda", "float32"
+    if device == "auto":
+        torch = _torch_if_cheap(work)
+        if torch is not None and torch.cuda.is_available():
+            return "cuda", "float32"
+    if method == "int8" and not _int8_gemm_works():
+        raise ValueError("method='int8' needs torch with torch._int_mm; use method='float32'")
+    if method == "auto":
+        cheap = torch is not None or _torch_if_cheap(work) is not None
+        method = "int8" if cheap and _int8_gemm_works() else "float32"
+    return "cpu", method
 
 
 def _block_rows(n_ref: int, block_rows: int | None) -> int:
@@ -116,12 +157,14 @@ def _block_rows(n_ref: int, block_rows: int | None) -> int:
 
 
 def iter_tanimoto_blocks(a_bits: np.ndarray, b_bits: np.ndarray, *, block_rows: int | None = None,
-                         device: str = "auto", dtype=np.float32
+                         device: str = "auto", dtype=np.float32, method: str = "auto"
                          ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, sims)`` with ``sims = tanimoto(a_bits[start:stop], b_bits)``.
 
     Memory stays bounded by the block (``block_rows x len(b_bits)``), so callers that reduce each
-    block (top-k, max similarity) never hold the full matrix.
+    block (top-k, max similarity) never hold the full matrix. ``method`` picks the CPU kernel for
+    the intersection counts: ``int8`` (torch int8 GEMM, int32 counts), ``float32`` (numpy BLAS),
+    or ``auto``; both are exact, so results are identical.
     """
     a = _check_bits(a_bits, "a_bits")
     b = _check_bits(b_bits, "b_bits")
@@ -129,23 +172,37 @@ def iter_tanimoto_blocks(a_bits: np.ndarray, b_bits: np.ndarray, *, block_rows: 
         raise ValueError(f"fingerprint lengths differ: {a.shape[1]} vs {b.shape[1]} bits")
     dtype = np.dtype(dtype)
     rows = _block_rows(b.shape[0], block_rows)
-    if _resolve_device(device) == "cuda":
+    dev, method = _plan(device, method, a.shape[0] * b.shape[0] * a.shape[1])
+    if dev == "cuda":
         yield from _blocks_torch(a, b, rows, dtype)
         return
-    af = a.astype(np.float32, copy=False)
-    bt = np.ascontiguousarray(b.astype(np.float32, copy=False).T)
-    pa = af.sum(axis=1, dtype=np.float32)
-    pb = bt.sum(axis=0, dtype=np.float32)
+    if method == "int8":
+        import torch
+
+        a_mat = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int8))
+        b_mat = torch.from_numpy(np.ascontiguousarray(b, dtype=np.int8)).T
+
+        def counts(start: int, stop: int) -> np.ndarray:
+            return torch._int_mm(a_mat[start:stop], b_mat).numpy()
+        pa = a.sum(axis=1, dtype=np.int32)
+        pb = b.sum(axis=1, dtype=np.int32)
+    else:
+        af = a.astype(np.float32, copy=False)
+        bt = np.ascontiguousarray(b.astype(np.float32, copy=False).T)
+
+        def counts(start: int, stop: int) -> np.ndarray:
+            return af[start:stop] @ bt                  # exact integer counts in float32
+        pa = af.sum(axis=1, dtype=np.float32)
+        pb = bt.sum(axis=0, dtype=np.float32)
     for start in range(0, a.shape[0], rows):
         stop = min(start + rows, a.shape[0])
-        inter = af[start:stop] @ bt                      # exact integer counts in float32
+        inter = counts(start, stop)
         denom = pa[start:stop, None] + pb[None, :]
-        denom -= inter                                    # |A u B|, exact
-        np.maximum(denom, 1.0, out=denom)                 # 0/0 -> 0/1 = 0 (intersection is 0 there)
-        if dtype == np.float32:
-            np.divide(inter, denom, out=inter)
-            yield start, stop, inter
-        else:
+        denom -= inter                                  # |A u B|, exact
+        np.maximum(denom, 1, out=denom)                 # 0/0 -> 0/1 = 0 (intersection is 0 there)
+        if dtype == np.float32 and inter.dtype == np.float32:
+            yield start, stop, np.divide(inter, denom, out=inter)
+        else:  # integers are cast exactly, then one correctly rounded division
             yield start, stop, np.divide(inter, denom, dtype=dtype)
 
 
@@ -171,7 +228,7 @@ def _blocks_torch(a: np.ndarray, b: np.ndarray, rows: int, dtype: np.dtype
 
 
 def tanimoto(a_bits: np.ndarray, b_bits: np.ndarray | None = None, *, block_rows: int | None = None,
-             device: str = "auto", dtype=np.float32) -> np.ndarray:
+             device: str = "auto", dtype=np.float32, method: str = "auto") -> np.ndarray:
     """All-pairs Tanimoto similarity, (na, nb) float32, equal to RDKit's BulkTanimotoSimilarity.
 
     ``b_bits=None`` compares ``a_bits`` with itself. Inputs are 0/1 matrices (uint8 or bool) from
@@ -181,13 +238,14 @@ def tanimoto(a_bits: np.ndarray, b_bits: np.ndarray | None = None, *, block_rows
     na, nb = np.asarray(a_bits).shape[0], np.asarray(b).shape[0]
     out = np.empty((na, nb), dtype=np.dtype(dtype))
     for start, stop, sims in iter_tanimoto_blocks(a_bits, b, block_rows=block_rows, device=device,
-                                                  dtype=dtype):
+                                                  dtype=dtype, method=method):
         out[start:stop] = sims
     return out
 
 
 def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
-                  block_rows: int | None = None, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                  block_rows: int | None = None, device: str = "auto", method: str = "auto"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most Tanimoto-similar reference rows for each query row.
 
     Returns ``(indices int64 (nq, k), similarities float32 (nq, k))``, most similar first; ties
@@ -209,7 +267,8 @@ def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclu
     sim = np.zeros((q.shape[0], max(k_eff, 0)), dtype=np.float32)
     if k_eff <= 0 or q.shape[0] == 0:
         return idx, sim
-    for start, stop, s in iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device):
+    for start, stop, s in iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device,
+                                               method=method):
         if exclude_self:
             rows = np.arange(stop - start)
             s[rows, rows + start] = -1.0   # below every real similarity (>= 0)
