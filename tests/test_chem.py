@@ -173,6 +173,20 @@ def test_tanimoto_equals_rdkit_bulk_real_molecules(method):
     np.testing.assert_array_equal(got32, ref.astype(np.float32))
 
 
+def test_torch_block_path_matches_rdkit():
+    """The CUDA code path's arithmetic, run on torch's CPU device (no GPU on the build machine)."""
+    pytest.importorskip("torch")
+    bits = morgan_bits(INLINE)
+    fps = rdkit_bitvects(INLINE)
+    ref = _rdkit_matrix(fps, fps)
+    for dtype in (np.float32, np.float64):
+        blocks = list(fingerprints._blocks_torch(bits, bits, 5, np.dtype(dtype), where="cpu"))
+        assert [(s, e) for s, e, _ in blocks] == [(0, 5), (5, 10), (10, 13)]
+        got = np.vstack([x for _, _, x in blocks])
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, ref.astype(dtype))
+
+
 def _slow_top_k(sims: np.ndarray, k: int, exclude_self: bool):
     """Plain per-row sort by (-similarity, index)."""
     idx, val = [], []

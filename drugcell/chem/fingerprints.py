@@ -206,13 +206,14 @@ def iter_tanimoto_blocks(a_bits: np.ndarray, b_bits: np.ndarray, *, block_rows: 
             yield start, stop, np.divide(inter, denom, dtype=dtype)
 
 
-def _blocks_torch(a: np.ndarray, b: np.ndarray, rows: int, dtype: np.dtype
+def _blocks_torch(a: np.ndarray, b: np.ndarray, rows: int, dtype: np.dtype, where: str = "cuda"
                   ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """The same arithmetic on CUDA (float32 matmul of 0/1 inputs is exact even under TF32,
-    since 0 and 1 are exact in every format and accumulation is float32)."""
+    """The same arithmetic in torch on CUDA (float32 matmul of 0/1 inputs is exact even under
+    TF32, since 0 and 1 are exact in every format and accumulation is float32). ``where`` exists
+    so tests can run this path on the CPU of a machine without a GPU."""
     import torch
 
-    dev = torch.device("cuda")
+    dev = torch.device(where)
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
     af = torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).to(dev).float()
     bf = torch.from_numpy(np.ascontiguousarray(b, dtype=np.uint8)).to(dev).float()
