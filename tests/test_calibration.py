@@ -118,6 +118,19 @@ def test_scale_recovered_on_synthetic_gaussian_errors(heteroscedastic):
         assert pooled["pearson_std_abs_error"] > 0.3
 
 
+def test_heavy_tails_flagged():
+    """Laplace errors scaled to unit variance cover P(|X| <= 1) = 1 - exp(-sqrt 2) = 0.757 at 1 sigma
+    (Gaussian: 0.683) and the markdown says so; Gaussian errors are not flagged."""
+    rng = np.random.default_rng(11)
+    lap = pd.concat([_samples("lap", f, rng.laplace(0, 1, 30_000), np.ones(30_000)) for f in range(3)])
+    gau = pd.concat([_samples("gau", f, rng.normal(0, 1, 30_000), np.ones(30_000)) for f in range(3)])
+    summary = cal.calibration_summary(pd.concat([lap, gau]))
+    pooled = summary[summary["fold"] == "all"].set_index("predictor")
+    assert pooled.loc["lap", "coverage_1sigma_scaled"] == pytest.approx(1 - math.exp(-math.sqrt(2)), abs=0.01)
+    md = cal.calibration_markdown(summary)
+    assert "Heavy tails (lap)" in md
+
+
 def test_clean_samples_drops_and_counts_bad_std():
     df = _samples("p", 0, [1.0, np.nan, 1.0, 1.0], [1.0, 1.0, 0.0, np.inf])
     clean, dropped = cal.clean_samples(df)

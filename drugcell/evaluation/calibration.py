@@ -35,6 +35,9 @@ MAE_PER_STD = math.sqrt(2 / math.pi)
 REQUIRED_COLUMNS = ("predictor", "fold", "compound", "gene", "error", "std")
 UNCERTAINTY_FILE = "uncertainty.parquet"
 
+#: Scaled 1-sigma coverage this far above 0.683 is flagged as heavier-than-Gaussian tails.
+HEAVY_TAIL_MARGIN = 0.03
+
 #: Predictors that can return a std (said in the error when a run has no uncertainty samples).
 STD_PREDICTORS = (
     "fusion (heteroscedastic head, ensemble of seeds)",
@@ -354,6 +357,14 @@ def calibration_markdown(df: pd.DataFrame, *, heading: str = "## Calibration of 
     note = ""
     if summary["coverage_1sigma_scaled"].isna().any():
         note = "\n\n`-` in the scaled columns: a predictor with a single fold has no other fold to fit `s` on."
+    pooled = summary[summary["fold"] == "all"]
+    heavy = pooled.loc[pooled["coverage_1sigma_scaled"] > c1 + HEAVY_TAIL_MARGIN, "predictor"].tolist()
+    if heavy:
+        note += (
+            f"\n\nHeavy tails ({', '.join(map(str, heavy))}): after scaling, 1-sigma coverage exceeds "
+            f"{c1:.3f} by more than {HEAVY_TAIL_MARGIN}: error/std is heavier-tailed than a Gaussian, so "
+            "the variance-matching `s` over-covers most cells while a few large misses carry the variance."
+        )
     return f"{heading}\n\n{intro}\n\n{_md_table(header, rows)}{note}\n"
 
 
