@@ -101,20 +101,24 @@ def _inchikey(mol: Chem.Mol) -> str:
             return ""
 
 
-def parse_smiles(smiles: Sequence[Any], *, inchikey: bool = True) -> ParsedMolecules:
+def parse_smiles(smiles: Sequence[Any], *, inchikey: bool = True,
+                 progress: bool | None = None) -> ParsedMolecules:
     """Parse every SMILES; failures (empty/None/NaN/invalid) are recorded, never raised or dropped.
 
     ``canonical`` is RDKit's canonical isomeric SMILES, the cache key used by
     :mod:`drugcell.chem.features`. ``inchikey=False`` skips InChIKeys (all "") when only
-    structures are needed.
+    structures are needed. ``progress``: a tqdm bar (default: only for >= 5,000 SMILES on a TTY).
     """
+    from tqdm.auto import tqdm
+
     n = len(smiles)
+    disable = (not progress) if progress is not None else (True if n < 5000 else None)
     mols: list[Chem.Mol | None] = [None] * n
     canonical = [""] * n
     keys = [""] * n
     ok = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
-    for i, s in enumerate(smiles):
+    for i, s in enumerate(tqdm(smiles, desc="parsing SMILES", unit="mol", disable=disable)):
         mol, reason = parse_one(s)
         if mol is None:
             errors[i] = reason
