@@ -51,6 +51,7 @@ class CVResult:
     comparisons: pd.DataFrame
     diagnostics: pd.DataFrame
     audits: list[dict[str, Any]] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
 
     def best(self, metric: str = "mejia") -> str:
         """The predictor with the lowest mean per-compound wMSE under ``metric``."""
@@ -87,25 +88,34 @@ def _audit(smiles: np.ndarray, compounds: np.ndarray, train_idx: np.ndarray, tes
 class _FoldScorer:
     """Per-fold scoring state computed once and shared by every predictor of the fold.
 
-    Holds the held-out truth and each metric's weights: the held-out Mejia weights (taken from
-    the ExpressionSet, genes x compounds, stored compound-major so chunked scoring reads
-    contiguous rows) and the per-gene vectors (proxy from the training fold's truth).
+    The weights come from the metric registry (held-out Mejia weights from the ExpressionSet;
+    proxy from the training fold's truth; never from predictions). Scoring squares the error once
+    in float32 and reduces it per metric: a row-wise dot with the compound-major Mejia weights,
+    a matrix-vector product for per-gene weights (the arithmetic of
+    ``contest_scorer.per_compound_wmse``, without recomputing the error per metric).
     """
 
     def __init__(self, es, train_expr: np.ndarray, test_idx: np.ndarray, metrics: tuple[str, ...]):
         from drugcell.evaluation.metrics import metric_weights
 
         self.truth = np.asarray(es.expression[test_idx], dtype=np.float32)
-        weights_gc = np.ascontiguousarray(np.asarray(es.weights, dtype=np.float32)[:, test_idx].T).T
-        self.weights = {
-            m: metric_weights(m, self.truth, test_weights_gc=weights_gc, train_truth_cg=train_expr)
-            for m in metrics
-        }
+        weights_cg = np.ascontiguousarray(np.asarray(es.weights, dtype=np.float32)[:, test_idx].T)
+        self.weights: dict[str, np.ndarray] = {}
+        for m in metrics:
+            w = np.asarray(metric_weights(m, self.truth, test_weights_gc=weights_cg.T, train_truth_cg=train_expr))
+            # (G, n) per compound -> store compound-major (n, G); (G,) per gene -> float32 vector
+            self.weights[m] = weights_cg if w.ndim == 2 else w.astype(np.float32)
 
     def score(self, pred: np.ndarray) -> dict[str, np.ndarray]:
-        from contest_scorer import per_compound_wmse
-
-        return {m: per_compound_wmse(self.truth, pred, w) for m, w in self.weights.items()}
+        sq = np.subtract(pred, self.truth, dtype=np.float32)
+        np.square(sq, out=sq)
+        out = {}
+        for m, w in self.weights.items():
+            if w.ndim == 2:
+                out[m] = np.einsum("cg,cg->c", sq, w, dtype=np.float64)
+            else:
+                out[m] = (sq @ w).astype(np.float64)
+        return out
 
 
 def _uncertainty_sample(pred, truth, n_max: int, rng: np.random.Generator):
@@ -132,12 +142,19 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     if config.output.weights_file:
         es = es.with_weights_parquet(config.output.weights_file)
     t_start = time.perf_counter()
+    stages: dict[str, float] = {}  # wall seconds per stage (manifest), to see where a run spends time
+
+    def lap(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - t0
+        return now
     compounds = np.asarray(es.compounds).astype(str)
     smiles = np.asarray(es.smiles).astype(str)
     n_comp, n_genes = es.expression.shape
 
     from drugcell.evaluation.splits import make_folds
 
+    t = time.perf_counter()
     assignment = make_folds(list(smiles), config.split, config.folds, config.seed)
     fold_of = np.asarray(assignment.folds, dtype=np.int32)
     fold_ids = np.unique(fold_of)
@@ -148,12 +165,14 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         folds_df.to_parquet(tmp, index=False)
 
     # Audit every fold first: a leak refuses the whole run before hours of fitting.
+    t = lap("folds", t)
     audits = []
     for k in fold_ids:
         test_idx = np.flatnonzero(fold_of == k)
         train_idx = np.flatnonzero(fold_of != k)
         audits.append(_audit(smiles, compounds, train_idx, test_idx, int(k)))
     write_json(out / "audit.json", {"split": assignment.to_dict(), "folds": audits})
+    t = lap("audit", t)
 
     pred_store = {}
     if config.output.save_predictions:
@@ -174,6 +193,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         train_idx = np.flatnonzero(fold_of != k)
         train = es.subset(train_idx)
         scorer = _FoldScorer(es, train.expression, test_idx, config.metrics)
+        t = lap("fold_setup", t)
         test_smiles = list(smiles[test_idx])
         test_names = compounds[test_idx]
         for spec in config.predictors:
@@ -183,6 +203,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
             t1 = time.perf_counter()
             pred = model.predict(test_smiles)
             t2 = time.perf_counter()
+            t = lap("fit_predict", t)
             per_metric = scorer.score(pred.mean)
             for m, vals in per_metric.items():
                 score_parts.append(pd.DataFrame({
@@ -202,6 +223,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
                 pred_store[spec.name][test_idx] = pred.mean
             del model, pred
             bar.update(1)
+            t = lap("score_record", t)
         del train, scorer
     bar.close()
 
@@ -224,8 +246,11 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     from drugcell.evaluation.summary import summarize
 
     notes = [assignment.warning] if assignment.warning else []
+    t = lap("write_scores", t)
     summary = summarize(scores, notes=notes)
+    t = lap("summary", t)
     comparisons = compare_all(scores, n_resamples=config.bootstrap_resamples, seed=config.seed)
+    t = lap("bootstrap", t)
     with atomic_path(out / "summary.parquet") as tmp:
         summary.table.to_parquet(tmp, index=False)
     with atomic_path(out / "agreement.parquet") as tmp:
@@ -239,9 +264,10 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
         command="drugcell cv", n_compounds=n_comp, n_genes=n_genes,
         data_info=getattr(es, "info", {}), elapsed_s=round(elapsed, 1),
+        stages_s={k: round(v, 2) for k, v in stages.items()},
         files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
     ))
-    return CVResult(out_dir=out, scores=scores, folds=folds_df, summary=summary.table,
+    return CVResult(out_dir=out, stages=stages, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement,
                     comparisons=comparisons, diagnostics=diagnostics, audits=audits)
 
