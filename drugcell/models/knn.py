@@ -104,7 +104,7 @@ class KNNPredictor(Predictor):
         self.sd_ = y.std(axis=0, dtype=np.float64).astype(np.float32)
         # Unparseable training compounds can never be neighbours: keep only the parsed ones.
         self.train_bits_ = np.packbits(bits[ok], axis=1)
-        self.train_y_ = np.ascontiguousarray(y[ok])
+        self.train_y_ = y if ok.all() else np.ascontiguousarray(y[ok])  # no copy when all parse
         self.n_train_unparsed_ = int((~ok).sum())
 
     def _predict(self, smiles):

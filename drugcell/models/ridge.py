@@ -208,10 +208,12 @@ class _RidgeBase(Predictor):
 
     def _predict(self, smiles):
         x, ok = self._features(smiles, fit=False)
-        xo = _as_operand(x[ok])
         mean = np.empty((len(smiles), self.mean_.shape[0]), dtype=np.float32)
         if ok.any():
-            mean[ok] = np.asarray(xo @ self.coef_, dtype=np.float64) + self.intercept_
+            # float32 product: coef_ is float32 and an upcast would copy it (p x G) per call
+            xo = _as_operand(x[ok])
+            xo = xo.astype(np.float32)
+            mean[ok] = np.asarray(xo @ self.coef_) + self.intercept_
         mean[~ok] = self.mean_
         std = np.broadcast_to(self.sigma_, mean.shape).copy()
         alpha = np.asarray(self.alpha_, dtype=np.float64)
