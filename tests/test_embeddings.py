@@ -177,8 +177,7 @@ def test_chemberta_shapes_and_failures(tiny_model_dir, fresh_cache):
 
     if not torch.cuda.is_available():
         with pytest.raises(DrugcellInputError, match="no CUDA"):
-            emb.get_embedder("chemberta", model_dir=str(tiny_model_dir), device="cuda",
-                             standardize=False).transform(TEST)
+            emb.get_embedder("chemberta", model_dir=str(tiny_model_dir), device="cuda")
     # standardised with training statistics: the parseable training rows have mean 0
     Xtr = e.transform(TRAIN)
     np.testing.assert_allclose(Xtr[e.last_ok].mean(axis=0), 0.0, atol=1e-5)

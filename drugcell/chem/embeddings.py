@@ -303,6 +303,14 @@ class ChemBERTaEmbedder(Embedder):
             raise DrugcellInputError("embedding 'chemberta': batch_size must be >= 1 and max_length >= 3")
         if self.params["device"] not in ("auto", "cpu", "cuda") and not str(self.params["device"]).startswith("cuda:"):
             raise DrugcellInputError(f"embedding 'chemberta': device must be auto, cpu or cuda, got {self.params['device']!r}")
+        if str(self.params["device"]).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise DrugcellInputError(
+                    f"embedding 'chemberta': device {self.params['device']!r} requested but torch sees no "
+                    "CUDA device; use device = \"auto\" or \"cpu\"."
+                )
         self.model_dir = str(d.resolve())
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
@@ -320,11 +328,6 @@ class ChemBERTaEmbedder(Embedder):
         dev = str(self.params["device"])
         if dev == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise DrugcellInputError(
-                f"embedding 'chemberta': device {dev!r} requested but torch sees no CUDA device; "
-                "use device = \"auto\" or \"cpu\"."
-            )
         return dev
 
     def _load(self) -> tuple[Any, Any, str]:
