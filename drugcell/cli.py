@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "cv",
     "submit",
     "load",
+    "programs",
+    "predict",
 ]
 
 

@@ -1,0 +1,74 @@
+"""`drugcell fit` (fit a predictor on every compound and save it) and `drugcell predict`
+(profiles for new molecules from a saved model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from drugcell.cli import app
+
+
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Option(help="ExpressionSet cache dir: the model is fitted on all its compounds.")],
+    predictor: Annotated[str, typer.Option(
+        help="Predictor name in the config's [[predictors]] list, or a registry kind "
+             "(control, mean, knn, ridge_fp, ...) with default parameters.")],
+    out: Annotated[Path, typer.Option(help="Model dir to write (model.json, arrays.npz, training files).")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML config holding the predictor entry (default: configs/default.toml, or the kind).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model dir.")] = False,
+) -> None:
+    """Fit one predictor on every training compound and save it (no pickle: JSON + npz)."""
+    from drugcell.persistence import fit_model
+
+    res = fit_model(data, predictor, out, config=config, seed=seed, overwrite=overwrite)
+    typer.echo(f"{res.name} ({res.kind}) fitted on {res.n_compounds:,} compounds x {res.n_genes:,} genes "
+               f"in {res.seconds:.1f} s; saved to {res.model_dir}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Model dir written by `drugcell fit`.")],
+    smiles: Annotated[Optional[list[str]], typer.Option(
+        "--smiles", help="A molecule's SMILES (repeat the option for several); its id is the SMILES.")] = None,
+    input: Annotated[Optional[Path], typer.Option(
+        "--input", help="CSV with a `smiles` column and an optional id column (compound, id, name).")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Id column of --input (default: auto).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Write the long table compound, gene_id, predicted_expression[, predicted_std] here "
+             "(.parquet, or .csv); without it a short table is printed.")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Genes up and down vs the mean profile in the printed table.")] = 10,
+    threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0,
+        help="Warn when a molecule's nearest training compound has Tanimoto below this (Morgan r2, 2048 bits).")] = 0.3,
+    gene_symbols: Annotated[Optional[Path], typer.Option(
+        help="CSV mapping gene ids to symbols for the printed table (gene_id/ensembl_id + gene_symbol/symbol).")] = None,
+) -> None:
+    """Predict the log2(CPM+1) profile of new molecules; an unparseable SMILES exits with code 2."""
+    from drugcell.persistence import predict_molecules, read_molecules, write_predictions
+
+    ids, smi = read_molecules(input, smiles, id_column)
+    res = predict_molecules(model, list(smi), list(ids), threshold=threshold,
+                            source=str(input) if input is not None else "--smiles")
+    for msg in res.warnings():
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    if out is not None:
+        path = write_predictions(res, out)
+        typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}; wrote {path}")
+        return
+    symbols = None
+    if gene_symbols is not None:
+        from drugcell.programs import read_gene_symbols
+
+        symbols = read_gene_symbols(gene_symbols, res.genes)
+    table = res.top_changes(top, symbols)
+    for i, cid in enumerate(res.ids):
+        typer.echo(f"\n## {cid}  (nearest training Tanimoto {res.nearest_similarity[i]:.2f}: "
+                   f"{res.nearest_compound[i]})")
+        sub = table[table["compound"] == cid].drop(columns="compound")
+        typer.echo(sub.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
