@@ -60,7 +60,7 @@ def load_command(
     weights: Annotated[Optional[Path], typer.Option(
         "--weights", help="Use this official weights.parquet instead of computing Mejia weights.")] = None,
     batch_size: Annotated[int, typer.Option(
-        help="Samples decoded per batch (memory ~ 0.7 MB x batch size at 78,778 genes).")] = 512,
+        help="Samples decoded per batch (about 2.5 MB each at 78,778 genes, read one batch ahead).")] = vcpi.DEFAULT_BATCH_SIZE,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over sample batches.")] = True,
 ) -> None:

@@ -9,18 +9,23 @@ batch (a group larger than a batch is split and merged exactly with Chan's formu
 per-compound means and within-compound variances of L = log2(CPM+1) are exact float64 inside the
 batch. Across batches only per-gene totals (sum and sum of squares of L, shifted by a per-gene
 constant to avoid cancellation) are carried. The Welch t-statistics and Mejia weights follow
-after the pass in compound chunks through ``contest_scorer.weights`` (the same arithmetic as the
-in-memory recipe; the t-statistic is shift-invariant).
+after the pass in compound chunks (the arithmetic of ``contest_scorer.weights``, rearranged to be
+well conditioned in float32; the tests pin it to the in-memory recipe).
 
-Memory at full scale (14,031 compounds x 12,995 genes): target (C, G) + shifted means (G, C) +
-variances (G, C), float32, 730 MB each, plus one batch (about 0.5 GB at 512 samples).
+Memory at full scale (14,031 compounds x 12,995 genes, float32, 730 MB per array): shifted means
+(C, G) and variances (C, G) in memory; the target (C, G) in an unlinked file mapping whose pages
+are handed back after each batch (``load_to_cache``); one batch of decoded counts (about 0.7 GB at
+256 samples, with the next batch read ahead). The weights overwrite the means row by row and are
+exposed as their (G, C) transpose (Fortran order), so no second 730 MB array is ever needed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import mmap
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,16 +38,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from scipy import sparse
 from tqdm.auto import tqdm
 
-from contest_scorer.weights import minmax_square_normalize, t_vs_rest
 from drugcell import __version__
 from drugcell.data import vcpi
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
 
 WeightsLibrary = Literal["scored", "all"]
-DEFAULT_BATCH_SIZE = 512
+DEFAULT_BATCH_SIZE = vcpi.DEFAULT_BATCH_SIZE
 _MAX_SHOW = 5
 _WHOLE_HASH_LIMIT = 64 << 20  # hash files up to 64 MB whole; bigger parquet files by footer
 
@@ -422,57 +427,103 @@ def open_counts(path: str | os.PathLike[str]) -> _Counts:
 # ============================================================================ the plan
 @dataclass
 class _Plan:
-    """Samples ordered by group; batches of whole groups (a group larger than a batch is split)."""
+    """The pass order: batches of whole groups (a group larger than a batch is split over
+    several). Inside a batch, groups of equal size m form a block laid out replicate-major
+    (row ``r0 + j*k + i`` is replicate j of the block's group i), so every group statistic is
+    a ``reshape(m, k, G).sum(0)``: contiguous, vectorised, exact."""
 
-    names: list[str]            # sample ids in pass order
-    group: np.ndarray           # group index per sample (pass order)
-    batches: list[tuple[int, int]]
-    split: np.ndarray           # bool per group: spans several batches
+    names: list[str]                 # sample ids in pass order
+    group: np.ndarray                # group index per sample (pass order)
+    batches: list[tuple[int, int, list[tuple[int, int, np.ndarray]]]]  # (lo, hi, blocks (r0, m, groups))
+    split: np.ndarray                # bool per group: spans several batches
 
 
 def _plan(sample_names: np.ndarray, group: np.ndarray, n_groups: int, batch_size: int) -> _Plan:
     order = np.argsort(group, kind="stable")
-    names = [str(s) for s in sample_names[order]]
-    g = group[order]
-    sizes = np.bincount(g, minlength=n_groups)
+    sizes = np.bincount(group, minlength=n_groups)
     ends = np.cumsum(sizes)
     split = sizes > batch_size
-    batches: list[tuple[int, int]] = []
-    start = 0
-    pos = 0
-    for k in range(n_groups):
-        if sizes[k] == 0:
-            continue
-        gstart, gend = ends[k] - sizes[k], ends[k]
+    # consecutive runs of groups, each run at most batch_size samples (split groups alone)
+    runs: list[list[int]] = []
+    cur: list[int] = []
+    total = 0
+    for k in np.flatnonzero(sizes):
         if split[k]:
-            if pos > start:
-                batches.append((start, pos))
-            batches.extend((a, min(a + batch_size, gend)) for a in range(gstart, gend, batch_size))
-            start = pos = gend
+            if cur:
+                runs.append(cur)
+            runs.append([int(k)])
+            cur, total = [], 0
             continue
-        if gend - start > batch_size and pos > start:
-            batches.append((start, pos))
-            start = pos
-        pos = gend
-    if pos > start:
-        batches.append((start, pos))
+        if total + sizes[k] > batch_size and cur:
+            runs.append(cur)
+            cur, total = [], 0
+        cur.append(int(k))
+        total += int(sizes[k])
+    if cur:
+        runs.append(cur)
+    names_out: list[np.ndarray] = []
+    group_out: list[np.ndarray] = []
+    batches = []
+    pos = 0
+    for run in runs:
+        if split[run[0]]:
+            k = run[0]
+            idx = order[ends[k] - sizes[k]:ends[k]]
+            for a in range(0, len(idx), batch_size):
+                part = idx[a:a + batch_size]
+                names_out.append(sample_names[part])
+                group_out.append(np.full(len(part), k))
+                batches.append((pos, pos + len(part), [(0, len(part), np.array([k]))]))
+                pos += len(part)
+            continue
+        run_arr = np.array(run)
+        blocks = []
+        r0 = 0
+        lo = pos
+        for m in np.unique(sizes[run_arr]):
+            gs = run_arr[sizes[run_arr] == m]
+            # replicate-major: (m, k) sample positions -> rows r0 + j*k + i
+            first = ends[gs] - m
+            idx = order[first[None, :] + np.arange(m)[:, None]].ravel()
+            names_out.append(sample_names[idx])
+            group_out.append(np.tile(gs, m))
+            blocks.append((r0, int(m), gs))
+            r0 += int(m) * len(gs)
+        pos += r0
+        batches.append((lo, pos, blocks))
+    names = [str(s) for s in np.concatenate(names_out)] if names_out else []
+    g = np.concatenate(group_out) if group_out else np.zeros(0, dtype=np.int64)
     return _Plan(names=names, group=g, batches=batches, split=split)
 
 
 # ============================================================================ accumulators
 class _Stats:
-    """Per-group outputs of the pass plus the per-gene totals (see the module docstring)."""
+    """Per-group outputs of the pass plus the per-gene totals (see the module docstring).
 
-    def __init__(self, n_lib: int, n_ctrl: int, n_genes: int, *, weights: bool) -> None:
+    Library statistics are (C, G) so each batch writes whole rows; the weights are finally
+    written over ``mean_u`` row by row and exposed as its transpose (G, C) (Fortran order)."""
+
+    def __init__(self, n_lib: int, n_ctrl: int, n_genes: int, *, weights: bool,
+                 scratch_dir: Path | None = None) -> None:
         g = n_genes
         self.n_lib = n_lib
         self.n = np.zeros(n_lib + n_ctrl, dtype=np.int64)
-        self.expr = np.empty((n_lib, g), dtype=np.float32)
+        if scratch_dir is None:
+            self.expr = np.empty((n_lib, g), dtype=np.float32)
+        else:
+            # the target is final once written: keep it in an unlinked file mapping whose pages
+            # are handed back after every batch, so it does not count toward the peak memory
+            fd, tmp = tempfile.mkstemp(prefix=".drugcell-expr-", suffix=".npy", dir=scratch_dir)
+            os.close(fd)
+            try:
+                self.expr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_lib, g))
+            finally:
+                os.unlink(tmp)
         self.ctrl_expr = np.zeros((n_ctrl, g), dtype=np.float64)
         self.weights = weights
         if weights:
-            self.mean_u = np.empty((g, n_lib), dtype=np.float32)   # later overwritten by weights
-            self.var = np.empty((g, n_lib), dtype=np.float32)
+            self.mean_u = np.empty((n_lib, g), dtype=np.float32)   # later overwritten by weights
+            self.var = np.empty((n_lib, g), dtype=np.float32)
             self.ctrl_mean_u = np.zeros((n_ctrl, g), dtype=np.float64)
             self.ctrl_var = np.zeros((n_ctrl, g), dtype=np.float64)
         self.shift: np.ndarray | None = None
@@ -482,24 +533,48 @@ class _Stats:
         # split groups: float64 running (n, sum of target L, mean_u, M2)
         self.acc: dict[int, list[Any]] = {}
 
+    def release(self) -> None:
+        """Hand the written target pages back to the page cache (a no-op when in memory)."""
+        mm = getattr(self.expr, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+    def emit(self, split: np.ndarray, grp: np.ndarray, n: np.ndarray, sum_t: np.ndarray,
+             mean_u: np.ndarray | None, m2: np.ndarray | None) -> None:
+        """Route one batch's group statistics: complete groups are stored, split ones merged."""
+        part = split[grp]
+        if not part.any():
+            self.put(grp, n, sum_t, mean_u, m2)
+            return
+        whole = ~part
+        if whole.any():
+            self.put(grp[whole], n[whole], sum_t[whole], None if mean_u is None else mean_u[whole],
+                     None if m2 is None else m2[whole])
+        for j in np.flatnonzero(part):
+            self.merge(int(grp[j]), int(n[j]), sum_t[j], None if mean_u is None else mean_u[j],
+                       None if m2 is None else m2[j])
+
     def put(self, grp: np.ndarray, n: np.ndarray, sum_t: np.ndarray, mean_u: np.ndarray | None,
             m2: np.ndarray | None) -> None:
         """Store complete groups (rows of the per-batch arrays)."""
         self.n[grp] = n
         lib = grp < self.n_lib
         nn = n[:, None].astype(np.float64)
+        if lib.all():
+            self.expr[grp] = sum_t / nn
+            if self.weights:
+                self.mean_u[grp] = mean_u
+                self.var[grp] = m2 / np.maximum(nn - 1.0, 1.0)
+            return
         if lib.any():
-            rows = grp[lib]
-            self.expr[rows] = sum_t[lib] / nn[lib]
-            if self.weights:
-                self.mean_u[:, rows] = mean_u[lib].T
-                self.var[:, rows] = (m2[lib] / np.maximum(nn[lib] - 1.0, 1.0)).T
-        if (~lib).any():
-            rows = grp[~lib] - self.n_lib
-            self.ctrl_expr[rows] = sum_t[~lib] / nn[~lib]
-            if self.weights:
-                self.ctrl_mean_u[rows] = mean_u[~lib]
-                self.ctrl_var[rows] = m2[~lib] / np.maximum(nn[~lib] - 1.0, 1.0)
+            self.put(grp[lib], n[lib], sum_t[lib], None if mean_u is None else mean_u[lib],
+                     None if m2 is None else m2[lib])
+        rows = grp[~lib] - self.n_lib
+        self.n[grp[~lib]] = n[~lib]
+        self.ctrl_expr[rows] = sum_t[~lib] / nn[~lib]
+        if self.weights:
+            self.ctrl_mean_u[rows] = mean_u[~lib]
+            self.ctrl_var[rows] = m2[~lib] / np.maximum(nn[~lib] - 1.0, 1.0)
 
     def merge(self, k: int, n: int, sum_t: np.ndarray, mean_u: np.ndarray | None, m2: np.ndarray | None) -> None:
         """Chan's pairwise update for a group split across batches."""
@@ -540,31 +615,64 @@ def _log_cpm(counts: np.ndarray, lib: np.ndarray, out: np.ndarray) -> np.ndarray
     return np.log2(out, out=out)
 
 
-def _process_batch(stats: _Stats, work: _Work, plan: _Plan, lo: int, hi: int, lib: np.ndarray,
+def _group_stats_blocks(lt: np.ndarray, u: np.ndarray | None, blocks) -> list[tuple]:
+    """Per-block (groups, n, sum of lt, mean of u, M2 of u) from the replicate-major layout.
+    ``u`` is overwritten (squared deviations)."""
+    out = []
+    g = lt.shape[1]
+    for r0, m, grp in blocks:
+        k = len(grp)
+        rows = slice(r0, r0 + m * k)
+        sum_t = lt[rows].reshape(m, k, g).sum(axis=0)
+        mean_u = m2 = None
+        if u is not None:
+            ub = u[rows].reshape(m, k, g)
+            mean_u = ub.sum(axis=0)
+            mean_u /= m
+            ub -= mean_u[None]
+            np.square(ub, out=ub)
+            m2 = ub.sum(axis=0)
+        out.append((grp, np.full(k, m), sum_t, mean_u, m2))
+    return out
+
+
+def _group_stats_generic(lt: np.ndarray, u: np.ndarray | None, grp: np.ndarray) -> list[tuple]:
+    """Same as the block path for any row order (used when empty libraries broke the layout)."""
+    groups, codes = np.unique(grp, return_inverse=True)
+    n = np.bincount(codes, minlength=len(groups))
+    ind = sparse.csr_matrix((np.ones(len(grp)), (codes, np.arange(len(grp)))), shape=(len(groups), len(grp)))
+    sum_t = np.asarray(ind @ lt)
+    mean_u = m2 = None
+    if u is not None:
+        mean_u = np.asarray(ind @ u) / n[:, None]
+        u -= mean_u[codes]
+        np.square(u, out=u)
+        m2 = np.asarray(ind @ u)
+    return [(groups, n, sum_t, mean_u, m2)]
+
+
+def _process_batch(stats: _Stats, work: _Work, plan: _Plan, batch, lib: np.ndarray,
                    counts: np.ndarray, lib_scored: np.ndarray, library: WeightsLibrary,
                    summary: LoadSummary) -> None:
+    lo, hi, blocks = batch
     grp = plan.group[lo:hi]
     valid = lib > 0
+    summary.n_empty_library += int((~valid).sum())
     if library == "scored":
         empty_scored = valid & ~(lib_scored > 0)
         summary.n_empty_scored_library += int(empty_scored.sum())
         valid &= ~empty_scored
-    summary.n_empty_library += int((lib <= 0).sum())
-    if not valid.all():
+    intact = bool(valid.all())
+    if not intact:
         counts, lib, lib_scored, grp = counts[valid], lib[valid], lib_scored[valid], grp[valid]
     b = len(grp)
     if b == 0:
         return
-    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
-    n = np.diff(np.r_[starts, b])
-    groups = grp[starts]
     lt, u = work.views(b)
     _log_cpm(counts, lib, lt)
-    sum_t = np.add.reduceat(lt, starts, axis=0)
-    mean_u = m2 = None
     if stats.weights:
         if library == "all":
-            u = lt  # the target's L is the weights' L; its sums are already taken
+            np.copyto(u, lt)
         else:
             _log_cpm(counts, lib_scored, u)
         if stats.shift is None:
@@ -572,36 +680,77 @@ def _process_batch(stats: _Stats, work: _Work, plan: _Plan, lo: int, hi: int, li
         u -= stats.shift
         stats.total_u += u.sum(axis=0)
         stats.total_uu += np.einsum("ij,ij->j", u, u)
-        mean_u = np.add.reduceat(u, starts, axis=0) / n[:, None]
-        u -= np.repeat(mean_u, n, axis=0)
-        np.square(u, out=u)
-        m2 = np.add.reduceat(u, starts, axis=0)
+    else:
+        u = None
     stats.n_total += b
-    whole = ~plan.split[groups]
-    if whole.any():
-        stats.put(groups[whole], n[whole], sum_t[whole],
-                  None if mean_u is None else mean_u[whole], None if m2 is None else m2[whole])
-    for j in np.flatnonzero(~whole):
-        stats.merge(int(groups[j]), int(n[j]), sum_t[j], None if mean_u is None else mean_u[j],
-                    None if m2 is None else m2[j])
+    parts = _group_stats_blocks(lt, u, blocks) if intact else _group_stats_generic(lt, u, grp)
+    for part in parts:
+        stats.emit(plan.split, *part)
 
 
-def _finish_weights(stats: _Stats, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Mejia weights in compound chunks, written over the shifted-mean buffer (G, C)."""
-    n_all = stats.n.astype(np.float64)
-    args = (stats.total_u, stats.total_uu, stats.n_total)
+def _mejia_rows(mean_u: np.ndarray, var: np.ndarray, n_p: np.ndarray, mu: np.ndarray, ss_all: np.ndarray,
+                v_all: np.ndarray, n_total: int) -> np.ndarray:
+    """Mejia weights (c, G) float32 for c compounds from their (shifted) means and variances.
+
+    The spec's arithmetic (as ``contest_scorer.weights.t_vs_rest`` + ``minmax_square_normalize``)
+    rewritten around the global mean mu so it is well conditioned in float32 (10x faster than
+    float64 temporaries at 14k x 13k): with d = mean_p - mu and N = n_p + n_r,
+        mean_p - mean_r = N d / n_r
+        var_r = (SS_all - (n_p - 1) var_p - n_p N d^2 / n_r) / (n_r - 1),  SS_all = (N - 1) V_g
+    """
+    f32 = np.float32
+    n = n_p.astype(np.float64)[:, None]
+    n_r = n_total - n
+    x = np.subtract(mean_u, mu.astype(f32), dtype=f32)
+    vr = np.square(x)
+    vr *= (n * n_total / n_r).astype(f32)
+    vp = np.array(var, dtype=f32, copy=True)
+    single = n_p < 2
+    vp[single] = 0.0
+    vr += vp * (n - 1.0).astype(f32)
+    np.subtract(ss_all.astype(f32), vr, out=vr)
+    vr *= (1.0 / np.maximum(n_r - 1.0, 1.0)).astype(f32)
+    v_g = v_all.astype(f32)
+    np.maximum(vr, v_g, out=vr)
+    np.maximum(vp, v_g, out=vp)
+    vp[single] = v_g
+    vp *= (1.0 / n).astype(f32)
+    vr *= (1.0 / n_r).astype(f32)
+    vr += vp
+    np.sqrt(vr, out=vr)
+    np.maximum(vr, f32(1e-12), out=vr)
+    x *= (n_total / n_r).astype(f32)
+    np.divide(x, vr, out=x)
+    np.abs(x, out=x)
+    lo = x.min(axis=1, keepdims=True)
+    span = x.max(axis=1, keepdims=True) - lo
+    x -= lo
+    x *= 1.0 / np.where(span > 0, span, 1.0)
+    np.square(x, out=x)
+    total = x.sum(axis=1, keepdims=True, dtype=np.float64)
+    x *= (1.0 / np.where(total > 0, total, 1.0)).astype(f32)
+    flat = (span[:, 0] <= 0) | (total[:, 0] <= 0)
+    x[flat] = 1.0 / x.shape[1]
+    return x
+
+
+def _finish_weights(stats: _Stats, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mejia weights in compound chunks, written in place over the shifted means (C, G);
+    returned as (G, C) views."""
+    n_all = stats.n
+    n = stats.n_total
+    mu = stats.total_u / n
+    ss_all = np.maximum(stats.total_uu - stats.total_u * mu, 0.0)   # sum of squared deviations
+    v_all = ss_all / (n - 1.0) if n > 1 else np.zeros_like(ss_all)
+    args = (mu, ss_all, v_all, n)
     c = stats.n_lib
     w = stats.mean_u
     for s in range(0, c, chunk):
         sl = slice(s, min(s + chunk, c))
-        t = t_vs_rest(w[:, sl].T, stats.var[:, sl].T, n_all[sl], *args)
-        w[:, sl] = minmax_square_normalize(np.abs(t)).T
+        w[sl] = _mejia_rows(w[sl], stats.var[sl], n_all[sl], *args)
     del stats.var
-    ctrl = np.empty((w.shape[0], len(stats.ctrl_mean_u)), dtype=np.float32)
-    if len(stats.ctrl_mean_u):
-        t = t_vs_rest(stats.ctrl_mean_u, stats.ctrl_var, n_all[c:], *args)
-        ctrl[:] = minmax_square_normalize(np.abs(t)).T
-    return w, ctrl
+    ctrl = _mejia_rows(stats.ctrl_mean_u, stats.ctrl_var, n_all[c:], *args)
+    return w.T, np.ascontiguousarray(ctrl.T)
 
 
 # ============================================================================ the load
@@ -664,9 +813,13 @@ def load_vcpi(
     *,
     options: LoadOptions | None = None,
     progress: bool | None = None,
+    scratch_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[ExpressionSet, LoadSummary]:
     """Stream the VCPI files into an :class:`ExpressionSet` (target, replicate counts, controls,
-    Mejia weights for every compound and control) plus a :class:`LoadSummary`."""
+    Mejia weights for every compound and control) plus a :class:`LoadSummary`.
+
+    ``scratch_dir``: keep the target in a file mapping there during the pass (saves its 730 MB
+    from the peak at full scale; the ExpressionSet then holds a memory map)."""
     t0 = time.perf_counter()
     opt = options or LoadOptions()
     if opt.weights_library not in ("scored", "all"):
@@ -752,25 +905,29 @@ def load_vcpi(
     summary.n_batches = len(plan.batches)
 
     compute_w = opt.weights_path is None
-    stats = _Stats(n_lib, n_ctrl, len(genes), weights=compute_w)
-    largest = max(b - a for a, b in plan.batches)
+    stats = _Stats(n_lib, n_ctrl, len(genes), weights=compute_w,
+                   scratch_dir=None if scratch_dir is None else Path(scratch_dir))
+    largest = max(b[1] - b[0] for b in plan.batches)
     work = _Work(largest, len(genes))
     bar = tqdm(total=len(plan.names), desc="load counts", unit="sample",
                disable=None if progress is None else not progress)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         fut = pool.submit(src.fetch, plan.names[plan.batches[0][0]:plan.batches[0][1]])
-        for i, (lo, hi) in enumerate(plan.batches):
+        for i, batch in enumerate(plan.batches):
             fetched = fut.result()
             if i + 1 < len(plan.batches):
-                nlo, nhi = plan.batches[i + 1]
+                nlo, nhi, _ = plan.batches[i + 1]
                 fut = pool.submit(src.fetch, plan.names[nlo:nhi])
             lib, sub, lib_s = src.decode(fetched)
             del fetched
-            _process_batch(stats, work, plan, lo, hi, lib, sub, lib_s, opt.weights_library, summary)
-            bar.update(hi - lo)
+            _process_batch(stats, work, plan, batch, lib, sub, lib_s, opt.weights_library, summary)
+            if i % 8 == 7:
+                stats.release()
+            bar.update(batch[1] - batch[0])
     bar.close()
     del work
     stats.finish_split()
+    stats.release()
     if summary.n_empty_library:
         summary.warn(f"dropped {summary.n_empty_library} sample(s) with an empty library (no counts on any gene)")
     if summary.n_empty_scored_library:
@@ -865,7 +1022,9 @@ def load_to_cache(
         raise DrugcellInputError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
         raise DrugcellInputError(f"output directory {out} is not an ExpressionSet cache; refusing to replace it")
-    es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
+                            scratch_dir=out.resolve().parent)
     t = time.perf_counter()
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
