@@ -395,3 +395,33 @@ def test_cli_bad_input_exit_code(data, tmp_path):
     assert res.returncode == 2
     assert "missing column(s) ['cell_line']" in res.stderr and str(bad) in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_simulated_vcpi_equals_in_memory_recipe(tmp_path):
+    """The simulator's exact layout (26 metadata columns, gene-batch row groups, control spellings,
+    off-condition wells, failed wells) loads to the in-memory recipe's numbers."""
+    from drugcell.data.simulate import simulate_vcpi
+
+    simulate_vcpi(tmp_path / "sim", n_compounds=40, n_genes=400, n_test=5, seed=1)
+    paths = {k: tmp_path / "sim" / f for k, f in dict(counts=vcpi.COUNTS_FILE, metadata=vcpi.METADATA_FILE,
+                                                      chemistry=vcpi.CHEMISTRY_FILE,
+                                                      gene_filter=vcpi.GENE_FILTER_FILE).items()}
+    es, summary = _load(paths, batch_size=16)
+    meta = pd.read_parquet(paths["metadata"])
+    ctrl = vcpi.control_ids_of(meta["user_compound_id"])
+    meta = meta[vcpi.ConditionFilter().mask(meta, ctrl == "DMSO")].copy()
+    meta["key"] = [c if isinstance(c, str) else k for c, k in zip(ctrl[meta.index], meta["user_compound_id"])]
+    counts = pd.read_parquet(paths["counts"])[["gene_id", *meta["sequenced_id"].astype(str)]]
+    genes = sorted(pd.read_csv(paths["gene_filter"])["gene_id"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        truth = cs.counts_to_expression(counts, meta, compound_col="key", gene_filter=genes)
+        w = cs.compute_mejia_weights(counts.set_index("gene_id").loc[genes].reset_index(), meta,
+                                     compound_col="key", gene_filter=genes)
+    t = truth.pivot(index="compound", columns="gene_id", values="expression")
+    lib = es.compounds.astype(str)
+    assert es.n_compounds == 40 and set(es.control_ids) == set(vcpi.CONTROL_IDS)
+    np.testing.assert_allclose(es.expression, t.loc[lib].to_numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(es.weights, w[lib].to_numpy(), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(es.control_weights, w[es.control_ids.astype(str)].to_numpy(), rtol=1e-5, atol=1e-8)
+    assert summary.n_out_of_condition > 0 and all(s != "" for s in es.smiles)
