@@ -1,0 +1,239 @@
+"""Deep predictors (mlp, fusion): loss and ensemble arithmetic pinned by hand, the low-rank basis,
+retrieval support without self-leakage, determinism, state round trip, and two behaviour tests
+on small chemistry-driven data (fusion beats the mean under a scaffold split; predicted std
+ranks planted heteroscedastic noise)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
+from scipy.stats import spearmanr
+
+from drugcell.data.expression_set import ExpressionSet
+from drugcell.errors import DrugcellInputError
+from drugcell.evaluation.splits import make_folds
+from drugcell.models import make_predictor
+from drugcell.models.fusion import support_scalars
+from drugcell.models.heads import EnsembleAccumulator, ensemble_moments, gaussian_nll
+from drugcell.models.lowrank import ResidualBasis, mejia_gene_scale
+
+# ----------------------------------------------------------------------------- small chemistry
+# Responses depend on substituents shared across ring systems; each ring system (= Murcko
+# scaffold) adds its own unpredictable offset, so a scaffold split tests transfer of substructure
+# effects to unseen chemotypes.
+SCAFFOLDS = ["c1ccccc1", "c1ccncc1", "c1ccc2ccccc2c1", "C1CCCCC1", "c1ccsc1", "c1ccoc1",
+             "C1CCNCC1", "c1cnccn1", "c1ccc2[nH]ccc2c1", "C1CCOCC1", "c1ccc(cc1)-c1ccccc1",
+             "c1cc[nH]c1", "C1CCCC1", "c1ncncn1", "c1ccc2ncccc2c1", "C1CCC2CCCCC2C1",
+             "c1cnc2ccccc2n1", "C1CC1", "c1ccc2occc2c1", "c1ccc2sccc2c1"]
+SUBS = ["F", "Cl", "Br", "N", "O", "C(=O)O", "C(F)(F)F", "OC", "C#N", "C(N)=O", "CC", "CCCC"]
+
+
+def _attach(scaffold: str, subs: list[str], rng) -> str | None:
+    mol = Chem.RWMol(Chem.MolFromSmiles(scaffold))
+    sites = [a.GetIdx() for a in mol.GetAtoms() if a.GetTotalNumHs() > 0 and a.GetSymbol() == "C"]
+    for site, sub in zip(rng.choice(sites, size=min(len(subs), len(sites)), replace=False), subs):
+        offset = mol.GetNumAtoms()
+        mol = Chem.RWMol(Chem.CombineMols(mol, Chem.MolFromSmiles(sub)))
+        mol.AddBond(int(site), offset, Chem.BondType.SINGLE)
+    out = mol.GetMol()
+    try:
+        Chem.SanitizeMol(out)
+    except Exception:
+        return None
+    return Chem.MolToSmiles(out)
+
+
+def make_chem_data(n=320, n_genes=60, seed=0, noise=0.1, hetero=False, scaffold_effect=0.1):
+    """(ExpressionSet, true per-compound noise std). Hetero: F/Cl compounds are 8x noisier."""
+    rng = np.random.default_rng(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        scaf = int(rng.integers(len(SCAFFOLDS)))
+        subs = [int(s) for s in rng.choice(len(SUBS), size=int(rng.integers(1, 4)), replace=False)]
+        smi = _attach(SCAFFOLDS[scaf], [SUBS[s] for s in subs], rng)
+        if smi and smi not in seen:
+            seen.add(smi)
+            rows.append((smi, scaf, subs))
+    programs = rng.normal(size=(5, n_genes))
+    loading = rng.normal(size=(len(SUBS), 5))
+    offsets = rng.normal(size=(len(SCAFFOLDS), n_genes)) * scaffold_effect
+    base = rng.uniform(3, 6, size=n_genes)
+    expr, sd = [], []
+    for smi, scaf, subs in rows:
+        s = noise * (8.0 if hetero and (0 in subs or 1 in subs) else 1.0)
+        sd.append(s)
+        expr.append(base + 0.4 * loading[subs].sum(0) @ programs + offsets[scaf]
+                    + rng.normal(size=n_genes) * s)
+    expr = np.maximum(np.asarray(expr, np.float32), 0)
+    w = rng.uniform(0.5, 1.5, size=(n_genes, n)).astype(np.float32)
+    es = ExpressionSet(
+        compounds=[f"c{i}" for i in range(n)], genes=[f"g{j:03d}" for j in range(n_genes)],
+        expression=expr, weights=w / w.sum(0), n_replicates=np.full(n, 2), control=base,
+        smiles=[r[0] for r in rows], inchikey=[""] * n)
+    return es, np.asarray(sd)
+
+
+def wmse(es: ExpressionSet, idx: np.ndarray, pred: np.ndarray) -> float:
+    """Plain contest formula: mean over compounds of sum_g W[g, c] (pred - truth)^2."""
+    w = es.weights[:, idx].T.astype(np.float64)
+    return float(np.mean(np.sum(w * (pred - es.expression[idx]) ** 2, axis=1)))
+
+
+SMALL = {"rank": 8, "hidden": [64], "epochs": 30, "patience": 5, "batch_size": 64, "lr": 3e-3,
+         "inner_folds": 5}
+
+
+@pytest.fixture(scope="module")
+def chem_split():
+    es, sd = make_chem_data(hetero=True)
+    folds = make_folds(list(es.smiles), "scaffold", n_folds=4, seed=0).folds
+    return es, sd, np.where(folds != 0)[0], np.where(folds == 0)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted_fusion(chem_split):
+    es, _, tr, _ = chem_split
+    return make_predictor("fusion", **SMALL, n_members=3, warmup_epochs=3).fit(es.subset(tr), seed=1)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def test_gaussian_nll_matches_hand_formula_and_torch():
+    mu = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    var = torch.tensor([[1.0, 4.0], [0.25, 2.0]])
+    y = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    # by hand: 0.5*(log v + (y-mu)^2/v) per element
+    hand = [0.5 * (0 + 1), 0.5 * (math.log(4) + 0), 0.5 * (math.log(0.25) + 4.0), 0.5 * (math.log(2) + 0.5)]
+    assert float(gaussian_nll(mu, var, y)) == pytest.approx(sum(hand) / 4, abs=1e-6)
+    # torch's GaussianNLLLoss (full=False, mean reduction) is the same parametrisation
+    ref = torch.nn.GaussianNLLLoss(full=False, eps=1e-6, reduction="mean")(mu, y, var)
+    assert float(gaussian_nll(mu, var, y)) == pytest.approx(float(ref), abs=1e-6)
+    # beta-NLL multiplies each element by var**beta
+    beta = sum(h * v ** 0.5 for h, v in zip(hand, [1.0, 4.0, 0.25, 2.0])) / 4
+    assert float(gaussian_nll(mu, var, y, beta=0.5)) == pytest.approx(beta, abs=1e-6)
+
+
+def test_ensemble_variance_by_hand():
+    means = np.array([[1.0, 0.0], [3.0, 0.0]])          # 2 members, 2 cells
+    variances = np.array([[0.5, 1.0], [1.5, 3.0]])
+    mu, total, ale, epi = ensemble_moments(means, variances)
+    np.testing.assert_allclose(mu, [2.0, 0.0])
+    np.testing.assert_allclose(ale, [1.0, 2.0])          # mean of member variances
+    np.testing.assert_allclose(epi, [1.0, 0.0])          # ((1-2)^2 + (3-2)^2) / 2
+    np.testing.assert_allclose(total, [2.0, 2.0])
+    rng = np.random.default_rng(0)
+    m, v = rng.normal(5, 1, size=(5, 3, 4)), rng.uniform(0.1, 1, size=(5, 3, 4))
+    acc = EnsembleAccumulator()
+    for i in range(5):
+        acc.add(m[i], v[i])
+    for got, want in zip(acc.result(), ensemble_moments(m, v)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- low-rank basis
+def test_residual_basis_reconstructs_and_maps_variance():
+    rng = np.random.default_rng(1)
+    n, g = 80, 30
+    Y = (rng.normal(size=(n, 3)) @ rng.normal(size=(3, g)) + 4).astype(np.float32)
+    scale = rng.uniform(0.5, 2, size=g).astype(np.float32)
+    b = ResidualBasis.fit(Y, rank=3, gene_scale=scale)
+    np.testing.assert_allclose(b.decode(b.encode(Y)), Y, atol=1e-4)
+    assert b.resid_var.max() < 1e-8
+    # decode_var against the plain sum over components
+    zvar = rng.uniform(0.1, 1, size=(2, 3)).astype(np.float32)
+    slow = np.array([[sum(zvar[i, k] * (b.components[k, j] / scale[j]) ** 2 for k in range(3))
+                      for j in range(g)] for i in range(2)])
+    np.testing.assert_allclose(b.decode_var(zvar, include_resid=False), slow, rtol=1e-5)
+    # with noise outside the basis: resid_var is the per-gene mean square outside, q averages 1
+    Yn = Y + rng.normal(size=Y.shape).astype(np.float32) * np.linspace(0.1, 1, n)[:, None]
+    bn = ResidualBasis.fit(Yn, rank=3)
+    E = (Yn - bn.mean) - (Yn - bn.mean) @ bn.components.T @ bn.components
+    np.testing.assert_allclose(bn.resid_var, (E ** 2).mean(0), rtol=1e-4)
+    q = bn.outside_ratio(Yn)
+    assert q.mean() == pytest.approx(1.0, abs=1e-3)
+    assert spearmanr(q, np.arange(n)).statistic > 0.9   # noisier rows have larger q
+    state = bn.get_state()
+    np.testing.assert_array_equal(ResidualBasis.from_state(state).decode(bn.encode(Yn)),
+                                  bn.decode(bn.encode(Yn)))
+
+
+def test_mejia_gene_scale_means_one_and_follows_weights():
+    w = np.array([[0.1, 0.3], [0.4, 0.6], [0.5, 0.1]], np.float32)   # (G=3, C=2)
+    s = mejia_gene_scale(w, power=0.5)
+    raw = np.sqrt(w.mean(1))
+    np.testing.assert_allclose(s, raw / raw.mean(), rtol=1e-6)
+    np.testing.assert_allclose(mejia_gene_scale(w, power=0.0), 1.0)
+
+
+# ----------------------------------------------------------------------------- retrieval support
+def test_support_scalars_match_rdkit_and_exclude_self():
+    smiles = ["CCO", "CCN", "CCCO", "c1ccccc1O", "c1ccccc1N", "CC(=O)O", "CCO"]
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    fps = [gen.GetFingerprint(m) for m in mols]
+    bits = np.array([gen.GetFingerprintAsNumPy(m) for m in mols], np.uint8)
+    got = support_scalars(bits, bits, k=2, threshold=0.3, exclude_self=True, chunk=3)
+    for i in range(len(smiles)):
+        sims = np.array([DataStructs.TanimotoSimilarity(fps[i], fps[j]) for j in range(len(smiles)) if j != i])
+        top = np.sort(sims)[::-1][:2]
+        assert got[i, 0] == pytest.approx(top[0], abs=1e-6)
+        assert got[i, 1] == pytest.approx(top.mean(), abs=1e-6)
+        assert got[i, 2] == pytest.approx(math.log1p((sims >= 0.3).sum()), abs=1e-6)
+    # the duplicate "CCO" sees its twin (another training compound) but never itself
+    assert got[0, 0] == pytest.approx(1.0) and got[1, 0] < 1.0
+    # without exclusion every compound's max is itself
+    np.testing.assert_allclose(support_scalars(bits, bits, k=2)[:, 0], 1.0)
+
+
+# ----------------------------------------------------------------------------- models
+def test_params_are_validated():
+    with pytest.raises(DrugcellInputError, match="hidden"):
+        make_predictor("mlp", hidden=[])
+    with pytest.raises(DrugcellInputError, match="support_threshold"):
+        make_predictor("fusion", support_threshold=0)
+
+
+def test_mlp_is_deterministic_for_a_seed_on_cpu(chem_split):
+    es, _, tr, te = chem_split
+    small = {**SMALL, "epochs": 4}
+    sub = es.subset(tr[:150])
+    smiles = list(es.smiles[te[:20]])
+    a = make_predictor("mlp", **small).fit(sub, seed=3).predict(smiles).mean
+    b = make_predictor("mlp", **small).fit(sub, seed=3).predict(smiles).mean
+    c = make_predictor("mlp", **small).fit(sub, seed=4).predict(smiles).mean
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+
+
+def test_state_round_trip_predicts_identically(chem_split, fitted_fusion):
+    es, _, _, te = chem_split
+    smiles = list(es.smiles[te[:25]]) + ["not a smiles"]
+    ref = fitted_fusion.predict(smiles)
+    twin = make_predictor("fusion", **fitted_fusion.get_config())
+    twin.set_state(fitted_fusion.get_state())
+    out = twin.predict(smiles)
+    np.testing.assert_array_equal(out.mean, ref.mean)
+    np.testing.assert_array_equal(out.std, ref.std)
+    assert ref.info["n_fallback"] == 1.0
+    # the unparseable compound falls back to the training mean profile
+    np.testing.assert_allclose(ref.mean[-1], np.maximum(fitted_fusion._basis.mean, 0), atol=1e-5)
+
+
+def test_fusion_beats_mean_under_scaffold_split(chem_split, fitted_fusion):
+    es, _, tr, te = chem_split
+    mean_pred = make_predictor("mean").fit(es.subset(tr)).predict(list(es.smiles[te])).mean
+    fus = fitted_fusion.predict(list(es.smiles[te]))
+    assert fus.std is not None and np.all(fus.std > 0)
+    # substituent effects transfer across scaffolds: well below the mean baseline
+    assert wmse(es, te, fus.mean) < 0.5 * wmse(es, te, mean_pred)
+
+
+def test_predicted_std_ranks_planted_noise(chem_split, fitted_fusion):
+    es, sd, _, te = chem_split
+    std = fitted_fusion.predict(list(es.smiles[te])).std
+    rho = spearmanr(std.mean(axis=1), sd[te]).statistic
+    assert rho > 0.3, rho
