@@ -39,3 +39,14 @@ def test_calibration_notebook(tmp_path):
     assert "knn_k10" in text                      # the summary table was displayed
     assert "MAE by predicted-std decile" in text  # the decile table was printed
     assert _has_image(nb)                         # the reliability curve was drawn
+
+
+def test_gene_programs_notebook(tmp_path):
+    nb = _execute("gene_programs.ipynb", tmp_path)
+    text = _text_outputs(nb)
+    assert "frobenius_share" in text                 # the share-by-rank table was displayed
+    assert "norm share captured" in text
+    assert "Spearman(total program activity" in text  # the chemistry check ran
+    assert "programs_heatmap.png" in text             # the CLI's files were written
+    n_images = sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+    assert n_images >= 2                              # heatmap and potency scatter were drawn
