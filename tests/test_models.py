@@ -336,3 +336,43 @@ def test_set_state_rejects_incomplete_state():
     del state["profile_"]
     with pytest.raises(DrugcellInputError, match="profile_"):
         make_predictor("mean").set_state(state)
+
+
+def test_knn_k_larger_than_training_set_and_no_std():
+    y = np.array([[1.0, 0.0], [2.0, 1.0], [9.0, 3.0]])
+    train = make_set(y, smiles=TRAIN_SMILES)
+    out = make_predictor("knn", k=50, kernel="uniform", std=False).fit(train).predict(["CCCO"])
+    s = np.array([rdkit_tanimoto("CCCO", t) for t in TRAIN_SMILES])
+    np.testing.assert_allclose(out.mean[0], y[s > 0].mean(axis=0), rtol=1e-6)
+    assert out.std is None
+
+
+def test_predict_refuses_non_finite_and_wrong_shapes():
+    class Broken(Predictor):
+        def _fit(self, train, seed):
+            pass
+
+        def _predict(self, smiles):
+            return Prediction(mean=np.full((len(smiles), self.width), np.nan))
+
+    p = Broken().fit(make_set(np.ones((2, 2))))
+    p.width = 2
+    with pytest.raises(RuntimeError, match="non-finite"):
+        p.predict(["C"])
+    p.width = 3
+    with pytest.raises(RuntimeError, match="shape"):
+        p.predict(["C"])
+
+
+def test_ridge_unparseable_training_rows_are_left_out():
+    from sklearn.linear_model import Ridge
+
+    x, y = ridge_train(n_genes=2)
+    bad_y = np.vstack([y, [[1e3, 1e3]]])
+    train = make_set(bad_y, smiles=RIDGE_SMILES + ["C1CC"])  # unclosed ring: does not parse
+    p = make_predictor("ridge_fp", alphas=[1.0]).fit(train)
+    ref = Ridge(alpha=1.0).fit(x, y)
+    np.testing.assert_allclose(p.coef_, ref.coef_.T, rtol=1e-4, atol=1e-5)
+    # ...but the fallback profile is the mean over every training compound
+    out = p.predict([""])
+    np.testing.assert_allclose(out.mean[0], bad_y.mean(axis=0), rtol=1e-5)

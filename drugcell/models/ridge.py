@@ -136,6 +136,7 @@ def gcv_ridge(
     d = s2[None, :] / (s2[None, :] + alphas[:, None])  # (A, r)
     dof = 1.0 + d.sum(axis=1)  # (A,)
     rss = ((1.0 - d) ** 2) @ r + outside[None, :]  # (A, G)
+    del r
     denom = np.maximum(n - dof, 1e-12) ** 2
     if per_gene:
         gcv = rss / denom[:, None]
