@@ -95,16 +95,26 @@ def residual_magnitude(X: np.ndarray, mean: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def _sum_squares(A: np.ndarray, block: int = 2048) -> float:
+    """sum(A**2) in float64, converting one row block at a time (no full-size float64 copy)."""
+    total = 0.0
+    for lo in range(0, A.shape[0], block):
+        a = np.asarray(A[lo : lo + block], dtype=np.float64)
+        total += float(np.einsum("ij,ij->", a, a))
+    return total
+
+
 def norm_shares(A: np.ndarray, W: np.ndarray, H: np.ndarray) -> tuple[float, float]:
     """(1 - ||A - WH||_F / ||A||_F, 1 - ||A - WH||_F^2 / ||A||_F^2); (0, 0) when A is all zero."""
-    A = np.asarray(A, dtype=np.float64)
-    total = float(np.sum(A * A))
+    A = np.asarray(A)
+    total = _sum_squares(A)
     if total == 0:
         return 0.0, 0.0
+    H = np.asarray(H, dtype=np.float64)
     err = 0.0
-    for lo in range(0, A.shape[0], 2048):  # row blocks: no full-size float64 copy of WH
-        d = A[lo : lo + 2048] - np.asarray(W[lo : lo + 2048], dtype=np.float64) @ np.asarray(H, dtype=np.float64)
-        err += float(np.sum(d * d))
+    for lo in range(0, A.shape[0], 2048):  # row blocks: no full-size float64 copy of A or WH
+        d = np.asarray(A[lo : lo + 2048], dtype=np.float64) - np.asarray(W[lo : lo + 2048], dtype=np.float64) @ H
+        err += float(np.einsum("ij,ij->", d, d))
     return 1.0 - np.sqrt(err / total), 1.0 - err / total
 
 
@@ -160,7 +170,7 @@ def gene_programs(
         smiles=np.full(len(compounds), "", dtype=object) if smiles is None else np.asarray(smiles).astype(str),
         frobenius_share=share, squared_share=sq,
         program_norms=np.linalg.norm(W.astype(np.float64), axis=0), n_iter=n_iter,
-        info={"residual_fro_norm": float(np.linalg.norm(A.astype(np.float64)))},
+        info={"residual_fro_norm": float(np.sqrt(_sum_squares(A)))},
     )
 
 
