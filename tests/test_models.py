@@ -58,7 +58,7 @@ def test_registry_lists_builtins_and_rejects_unknowns():
 def test_config_rebuilds_an_equal_predictor():
     p = make_predictor("knn", k=5, kernel="softmax")
     cfg = p.get_config()
-    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True}
+    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True, "std_prior": 1.0}
     assert type(p)(**cfg).get_config() == cfg
     assert p.kind == "knn"
 
@@ -148,8 +148,12 @@ def test_knn_predictor_matches_rdkit_tanimoto_average():
         wn = weights / weights.sum()
         expect = wn @ y
         np.testing.assert_allclose(out.mean[0], expect, rtol=1e-5)
-        expect_std = np.sqrt(wn @ (y - expect) ** 2)
+        spread = wn @ (y - expect) ** 2
+        n_eff = 1.0 / (wn @ wn)
+        expect_std = np.sqrt((n_eff * spread + 1.0 * y.var(axis=0)) / (n_eff + 1.0))
         np.testing.assert_allclose(out.std[0], expect_std, rtol=1e-4, atol=1e-6)
+        raw = make_predictor("knn", k=3, kernel=kernel, std_prior=0).fit(train).predict([query])
+        np.testing.assert_allclose(raw.std[0], np.sqrt(spread), rtol=1e-4, atol=1e-6)
         assert out.info["n_fallback"] == 0 and out.info["n_unparsed"] == 0
 
 

@@ -81,10 +81,11 @@ class KNNPredictor(Predictor):
 
     Params: ``k`` (neighbours), ``kernel`` (uniform | tanimoto | softmax), ``temperature``
     (softmax only, on the similarity scale), ``std`` (also return the weighted std of the
-    neighbours' profiles, a cheap per-cell uncertainty for calibration).
+    neighbours' profiles, a cheap per-cell uncertainty for calibration), ``std_prior`` (how many
+    pseudo-neighbours carry the training per-gene variance into that std; 0 = raw spread).
     """
 
-    defaults = {"k": 10, "kernel": "tanimoto", "temperature": 0.1, "std": True}
+    defaults = {"k": 10, "kernel": "tanimoto", "temperature": 0.1, "std": True, "std_prior": 1.0}
     state_fields = ("train_bits_", "train_y_", "mean_", "sd_")
 
     def _validate(self):
@@ -95,6 +96,9 @@ class KNNPredictor(Predictor):
             raise DrugcellInputError(f"knn: unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
         if not isinstance(temp, (int, float)) or isinstance(temp, bool) or not temp > 0:
             raise DrugcellInputError(f"knn: temperature must be a positive number, got {temp!r}")
+        prior = self.params["std_prior"]
+        if not isinstance(prior, (int, float)) or isinstance(prior, bool) or not prior >= 0:
+            raise DrugcellInputError(f"knn: std_prior must be a number >= 0, got {prior!r}")
 
     def _fit(self, train, seed):
         smiles = [str(s) for s in np.asarray(train.smiles)]
@@ -137,12 +141,21 @@ class KNNPredictor(Predictor):
         return Prediction(mean=mean, std=std, info=info)
 
     def _weighted_std(self, weights: sp.csr_matrix, mu: np.ndarray, has: np.ndarray) -> np.ndarray:
-        """sqrt(sum_j w_j (y_j - mu)^2) per row, gathering only the neighbours' rows."""
+        """Neighbour spread, shrunk towards the training spread so it is never 0.
+
+        var = (n_eff * sum_j w_j (y_j - mu)^2 + c * sd_train^2) / (n_eff + c), with the Kish
+        effective neighbour count n_eff = 1 / sum_j w_j^2 and c = ``std_prior`` pseudo-neighbours
+        (one neighbour, or a softmax peaked on one, would otherwise claim zero uncertainty).
+        """
+        c = float(self.params["std_prior"])
+        prior = self.sd_.astype(np.float64) ** 2
         out = np.empty_like(mu)
         out[~has] = self.sd_
         for i in np.flatnonzero(has):
             lo, hi = weights.indptr[i], weights.indptr[i + 1]
-            cols, w = weights.indices[lo:hi], weights.data[lo:hi]
+            cols, w = weights.indices[lo:hi], weights.data[lo:hi].astype(np.float64)
             diff = self.train_y_[cols] - mu[i]
-            out[i] = np.sqrt(np.maximum(w @ (diff * diff), 0.0))
+            var = w @ (diff * diff)
+            n_eff = 1.0 / float(w @ w)
+            out[i] = np.sqrt(np.maximum((n_eff * var + c * prior) / (n_eff + c), 0.0))
         return out
