@@ -65,6 +65,9 @@ KINDS = [
 ]
 if "ridge_desc" in available():
     KINDS.append(("ridge_desc", {}))
+if "mlp" in available():
+    KINDS.append(("mlp", {"rank": 4, "hidden": [16], "epochs": 2, "patience": 1, "inner_folds": 3,
+                          "batch_size": 16, "device": "cpu"}))
 if "fusion" in available():
     KINDS.append(("fusion", {"rank": 4, "hidden": [16], "epochs": 2, "patience": 1, "n_members": 2,
                              "inner_folds": 3, "batch_size": 16, "warmup_epochs": 1, "device": "cpu"}))
@@ -260,3 +263,23 @@ def test_cli_bad_smiles_subprocess_exit_code_2(knn_model):
     assert proc.returncode == 2, proc.stderr
     assert "C1CC(" in proc.stderr and "could not be parsed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif("fusion" not in available(), reason="fusion predictor not in this checkout")
+def test_fusion_reloaded_in_a_fresh_process_predicts_identically(tmp_path, cache):
+    """No hidden process state (feature caches, torch globals) may leak into a saved model."""
+    es = ExpressionSet.load(cache)
+    params = dict(KINDS[-1][1])
+    model = make_predictor("fusion", **params).fit(es, seed=0)
+    save_model(model, tmp_path / "m", train_info=es)
+    expected = model.predict(QUERY[:3])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "drugcell", "predict", "--model", str(tmp_path / "m"),
+                           *sum((["--smiles", s] for s in QUERY[:3]), []), "--out", str(tmp_path / "p.parquet")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    long = pd.read_parquet(tmp_path / "p.parquet")
+    mean = long.pivot(index="compound", columns="gene_id", values="predicted_expression").loc[QUERY[:3], es.genes]
+    std = long.pivot(index="compound", columns="gene_id", values="predicted_std").loc[QUERY[:3], es.genes]
+    np.testing.assert_allclose(mean.to_numpy(), expected.mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(std.to_numpy(), expected.std, rtol=1e-6, atol=1e-6)
