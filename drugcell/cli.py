@@ -26,6 +26,7 @@ app = typer.Typer(
 
 # One line per command module; each registers its commands on `app` when imported.
 COMMAND_MODULES = [
+    "synth",
     "demo",
     "calibrate",
     "cv",
