@@ -235,7 +235,8 @@ def load_program_input(data: str | Path | None = None, predictions: str | Path |
     from drugcell.data.expression_set import ExpressionSet
 
     if data is None and predictions is None:
-        raise DrugcellInputError("pass --data CACHE_DIR (programs of the truth) or --predictions RUN/predictions/NAME.npy")
+        raise DrugcellInputError(
+            "pass --data CACHE_DIR (programs of the truth) or --predictions RUN/predictions/NAME.npy")
     if predictions is None:
         es = ExpressionSet.load(data, mmap=True)
         return ProgramInput(X=es.expression, compounds=es.compounds, genes=es.genes, smiles=es.smiles,
@@ -259,6 +260,10 @@ def load_program_input(data: str | Path | None = None, predictions: str | Path |
         if not data:
             raise DrugcellInputError(
                 f"{man_path} does not name the ExpressionSet cache of the run; pass --data CACHE_DIR for the gene ids")
+        if not (Path(data) / "manifest.json").is_file():
+            raise DrugcellInputError(
+                f"{man_path} names the ExpressionSet cache {data!r}, which is not found from here "
+                f"({Path.cwd()}); pass --data CACHE_DIR for the gene ids")
     es = ExpressionSet.load(data, mmap=True)
     run_fp = manifest.get("data_fingerprint")
     if run_fp and run_fp != es.fingerprint():

@@ -231,6 +231,12 @@ def test_run_programs_from_predictions(tmp_path):
         run_programs(tmp_path / "out2", predictions=path, data=other, rank=2)
     with pytest.raises(DrugcellInputError, match="predictions"):
         run_programs(tmp_path / "out3", predictions=tmp_path / "nope.npy", rank=2)
+    man = path.parent.parent / "manifest.json"
+    man.write_text(json.dumps({"data_fingerprint": es.fingerprint(), "data_info": {"path": "relative/cache"}}))
+    with pytest.raises(DrugcellInputError, match="not found from here"):
+        run_programs(tmp_path / "out4", predictions=path, rank=2)
+    res4 = run_programs(tmp_path / "out4", predictions=path, data=cache, rank=2)  # --data rescues it
+    assert np.allclose(res4.programs.W @ res4.programs.H, direct.W @ direct.H, atol=1e-5)
 
 
 def test_cli_programs(tmp_path, monkeypatch, capsys):

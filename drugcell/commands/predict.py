@@ -47,7 +47,8 @@ def predict(
         min=0.0, max=1.0,
         help="Warn when a molecule's nearest training compound has Tanimoto below this (Morgan r2, 2048 bits).")] = 0.3,
     gene_symbols: Annotated[Optional[Path], typer.Option(
-        help="CSV mapping gene ids to symbols for the printed table (gene_id/ensembl_id + gene_symbol/symbol).")] = None,
+        help="CSV mapping gene ids to symbols for the printed table "
+             "(gene_id/ensembl_id + gene_symbol/symbol).")] = None,
 ) -> None:
     """Predict the log2(CPM+1) profile of new molecules; an unparseable SMILES exits with code 2."""
     from drugcell.persistence import predict_molecules, read_molecules, write_predictions
