@@ -18,8 +18,8 @@ def _split_list(value: str | None) -> list[str] | None:
 def cv(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir (written by `drugcell load`).")],
     out: Annotated[Path, typer.Option(help="Run dir to write (scores, folds, summary, bootstrap, manifest).")],
-    config: Annotated[Path, typer.Option(help="TOML run config (predictors, folds, split, metrics).")] = Path(
-        "configs/default.toml"),
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML run config (predictors, folds, split, metrics); default: the repo's configs/default.toml.")] = None,
     folds: Annotated[Optional[int], typer.Option(help="Override cv.folds (number of folds).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Override cv.split: scaffold or random.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override cv.seed (folds, fits, bootstrap).")] = None,
@@ -38,13 +38,15 @@ def cv(
     from drugcell.config import load_config, with_overrides
     from drugcell.data.expression_set import ExpressionSet
     from drugcell.evaluation.cv import run_cv
+    from drugcell.paths import repo_root
 
     cfg = with_overrides(
-        load_config(config), folds=folds, split=split, seed=seed, metrics=_split_list(metrics),
+        load_config(config or repo_root() / "configs" / "default.toml"), folds=folds, split=split, seed=seed, metrics=_split_list(metrics),
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_,
     )
     es = ExpressionSet.load(data)
     result = run_cv(es, cfg, out, progress=progress)
-    typer.echo((result.out_dir / "summary.md").read_text())
+    report = (result.out_dir / "summary.md").read_text()
+    typer.echo(report.split("## Paired bootstrap")[0].rstrip())  # the full report is in summary.md
     typer.echo(f"wrote {result.out_dir} (best under {cfg.metrics[0]}: {result.best(cfg.metrics[0])})")
