@@ -263,6 +263,9 @@ class _Counts:
         """-> (library over all genes (b,) float64, scored counts (b, Gs), library over scored (b,))."""
         raise NotImplementedError
 
+    def read(self, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.decode(self.fetch(names))
+
 
 def _check_values(a: np.ndarray, *, path: Path, sample: str) -> None:
     """Counts must be finite, non-negative integers; the message names the sample (column)."""
@@ -318,8 +321,14 @@ class _WideParquet(_Counts):
     def decode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b, gs = table.num_columns, len(self.scored_rows)
         lib = np.empty(b, dtype=np.float64)
-        floats = any(pa.types.is_floating(t) for t in table.schema.types)
-        out = np.empty((b, gs), dtype=np.float64 if floats else np.int64)
+        types = table.schema.types
+        if any(pa.types.is_floating(t) for t in types):
+            dtype = np.float64
+        elif all(t.bit_width <= 32 and (pa.types.is_signed_integer(t) or t.bit_width < 32) for t in types):
+            dtype = np.int32
+        else:
+            dtype = np.int64
+        out = np.empty((b, gs), dtype=dtype)
         for i, name in enumerate(table.column_names):
             col = table.column(i)
             if col.null_count:
@@ -615,40 +624,50 @@ def _log_cpm(counts: np.ndarray, lib: np.ndarray, out: np.ndarray) -> np.ndarray
     return np.log2(out, out=out)
 
 
-def _group_stats_blocks(lt: np.ndarray, u: np.ndarray | None, blocks) -> list[tuple]:
-    """Per-block (groups, n, sum of lt, mean of u, M2 of u) from the replicate-major layout.
-    ``u`` is overwritten (squared deviations)."""
+def _group_stats_blocks(lt: np.ndarray, lw: np.ndarray | None, blocks) -> list[tuple]:
+    """Per-block (groups, n, sum of lt, mean of lw, M2 of lw) from the replicate-major layout.
+    ``lw`` is overwritten; it may be ``lt`` itself (weights library "all": sums are taken first)."""
     out = []
     g = lt.shape[1]
     for r0, m, grp in blocks:
         k = len(grp)
         rows = slice(r0, r0 + m * k)
-        sum_t = lt[rows].reshape(m, k, g).sum(axis=0)
-        mean_u = m2 = None
-        if u is not None:
-            ub = u[rows].reshape(m, k, g)
-            mean_u = ub.sum(axis=0)
-            mean_u /= m
-            ub -= mean_u[None]
-            np.square(ub, out=ub)
-            m2 = ub.sum(axis=0)
-        out.append((grp, np.full(k, m), sum_t, mean_u, m2))
+        tb = lt[rows].reshape(m, k, g)
+        sum_t = tb[0] + tb[1] if m == 2 else tb.sum(axis=0)
+        mean = m2 = None
+        if lw is not None:
+            wb = lw[rows].reshape(m, k, g)
+            if m == 1:
+                mean, m2 = wb[0].copy(), np.zeros((k, g))
+            elif m == 2:  # the common case: mean and M2 of two values without a pass over both
+                mean = sum_t.copy() if lw is lt else wb[0] + wb[1]
+                m2 = np.subtract(wb[0], wb[1])
+                np.square(m2, out=m2)
+                m2 *= 0.5
+                mean *= 0.5
+            else:
+                mean = sum_t.copy() if lw is lt else wb.sum(axis=0)
+                mean /= m
+                wb -= mean[None]
+                np.square(wb, out=wb)
+                m2 = wb.sum(axis=0)
+        out.append((grp, np.full(k, m), sum_t, mean, m2))
     return out
 
 
-def _group_stats_generic(lt: np.ndarray, u: np.ndarray | None, grp: np.ndarray) -> list[tuple]:
+def _group_stats_generic(lt: np.ndarray, lw: np.ndarray | None, grp: np.ndarray) -> list[tuple]:
     """Same as the block path for any row order (used when empty libraries broke the layout)."""
     groups, codes = np.unique(grp, return_inverse=True)
     n = np.bincount(codes, minlength=len(groups))
     ind = sparse.csr_matrix((np.ones(len(grp)), (codes, np.arange(len(grp)))), shape=(len(groups), len(grp)))
     sum_t = np.asarray(ind @ lt)
-    mean_u = m2 = None
-    if u is not None:
-        mean_u = np.asarray(ind @ u) / n[:, None]
-        u -= mean_u[codes]
-        np.square(u, out=u)
-        m2 = np.asarray(ind @ u)
-    return [(groups, n, sum_t, mean_u, m2)]
+    mean = m2 = None
+    if lw is not None:
+        mean = np.asarray(ind @ lw) / n[:, None]
+        dev = lw - mean[codes]
+        np.square(dev, out=dev)
+        m2 = np.asarray(ind @ dev)
+    return [(groups, n, sum_t, mean, m2)]
 
 
 def _process_batch(stats: _Stats, work: _Work, plan: _Plan, batch, lib: np.ndarray,
@@ -668,22 +687,24 @@ def _process_batch(stats: _Stats, work: _Work, plan: _Plan, batch, lib: np.ndarr
     b = len(grp)
     if b == 0:
         return
-    lt, u = work.views(b)
+    lt, lw = work.views(b)
     _log_cpm(counts, lib, lt)
-    if stats.weights:
-        if library == "all":
-            np.copyto(u, lt)
-        else:
-            _log_cpm(counts, lib_scored, u)
-        if stats.shift is None:
-            stats.shift = u.mean(axis=0)
-        u -= stats.shift
-        stats.total_u += u.sum(axis=0)
-        stats.total_uu += np.einsum("ij,ij->j", u, u)
+    if not stats.weights:
+        lw = None
+    elif library == "all":
+        lw = lt
     else:
-        u = None
+        _log_cpm(counts, lib_scored, lw)
     stats.n_total += b
-    parts = _group_stats_blocks(lt, u, blocks) if intact else _group_stats_generic(lt, u, grp)
+    parts = _group_stats_blocks(lt, lw, blocks) if intact else _group_stats_generic(lt, lw, grp)
+    if lw is not None:
+        if stats.shift is None:  # a per-gene constant so the totals below do not cancel
+            stats.shift = sum((p[1][:, None] * p[3]).sum(axis=0) for p in parts) / b
+        for grp_, n, _, mean, m2 in parts:
+            mean -= stats.shift  # -> mean of u = L - shift
+            nn = n[:, None].astype(np.float64)
+            stats.total_u += (nn * mean).sum(axis=0)
+            stats.total_uu += (m2 + nn * mean * mean).sum(axis=0)
     for part in parts:
         stats.emit(plan.split, *part)
 
@@ -701,7 +722,7 @@ def _mejia_rows(mean_u: np.ndarray, var: np.ndarray, n_p: np.ndarray, mu: np.nda
     f32 = np.float32
     n = n_p.astype(np.float64)[:, None]
     n_r = n_total - n
-    x = np.subtract(mean_u, mu.astype(f32), dtype=f32)
+    x = np.subtract(mean_u, mu, dtype=np.float64).astype(f32)
     vr = np.square(x)
     vr *= (n * n_total / n_r).astype(f32)
     vp = np.array(var, dtype=f32, copy=True)
@@ -912,14 +933,14 @@ def load_vcpi(
     bar = tqdm(total=len(plan.names), desc="load counts", unit="sample",
                disable=None if progress is None else not progress)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(src.fetch, plan.names[plan.batches[0][0]:plan.batches[0][1]])
+        # the worker reads and decodes batch i+1 (pyarrow and numpy release the GIL) while this
+        # thread computes batch i
+        fut = pool.submit(src.read, plan.names[plan.batches[0][0]:plan.batches[0][1]])
         for i, batch in enumerate(plan.batches):
-            fetched = fut.result()
+            lib, sub, lib_s = fut.result()
             if i + 1 < len(plan.batches):
                 nlo, nhi, _ = plan.batches[i + 1]
-                fut = pool.submit(src.fetch, plan.names[nlo:nhi])
-            lib, sub, lib_s = src.decode(fetched)
-            del fetched
+                fut = pool.submit(src.read, plan.names[nlo:nhi])
             _process_batch(stats, work, plan, batch, lib, sub, lib_s, opt.weights_library, summary)
             if i % 8 == 7:
                 stats.release()
