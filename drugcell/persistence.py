@@ -56,7 +56,7 @@ class TrainInfo:
     def from_expression_set(cls, es, **extra: Any) -> TrainInfo:
         return cls(
             compounds=np.asarray(es.compounds).astype(str), smiles=np.asarray(es.smiles).astype(str),
-            mean_profile=np.asarray(es.expression, dtype=np.float64).mean(axis=0).astype(np.float32),
+            mean_profile=np.asarray(es.expression).mean(axis=0, dtype=np.float64).astype(np.float32),
             data_fingerprint=es.fingerprint(),
             extra={"data_path": es.info.get("path"), "n_compounds": int(es.n_compounds),
                    "n_genes": int(es.n_genes), **extra},
@@ -263,7 +263,6 @@ class FitResult:
     kind: str
     n_compounds: int
     n_genes: int
-    info: dict[str, float]
     seconds: float
 
 
@@ -289,7 +288,7 @@ def fit_model(data: str | Path, predictor: str, out: str | Path, *, config: str 
                                          config_source=None if config is None else str(config))
     save_model(model, out, train_info=info, name=spec.name, seed=seed, overwrite=overwrite)
     return FitResult(model_dir=out, name=spec.name, kind=spec.kind, n_compounds=es.n_compounds,
-                     n_genes=es.n_genes, info={}, seconds=seconds)
+                     n_genes=es.n_genes, seconds=seconds)
 
 
 # ----------------------------------------------------------------------------- predict

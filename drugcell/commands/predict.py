@@ -56,8 +56,12 @@ def predict(
     ids, smi = read_molecules(input, smiles, id_column)
     res = predict_molecules(model, list(smi), list(ids), threshold=threshold,
                             source=str(input) if input is not None else "--smiles")
-    for msg in res.warnings():
+    messages = res.warnings()
+    for msg in messages[:20]:
         typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    if len(messages) > 20:
+        typer.secho(f"warning: {len(messages) - 20} more molecule(s) are below Tanimoto {threshold:g} "
+                    "to every training compound", fg=typer.colors.YELLOW, err=True)
     if out is not None:
         path = write_predictions(res, out)
         typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}; wrote {path}")
