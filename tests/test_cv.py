@@ -242,25 +242,27 @@ def test_a_leaking_fold_is_refused_before_any_fit(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- positive control
-def _positive_control():
-    pc = pytest.importorskip("drugcell.data.positive_control")
-    return pc.make_positive_control
-
-
 @pytest.mark.slow
 def test_positive_control_orderings(tmp_path):
     """Retrieval wins by far under a random split, and not under a scaffold split."""
-    es = _positive_control()(seed=0)
+    from drugcell.data.positive_control import make_positive_control
+
+    es = make_positive_control(n_compounds=240, n_genes=200, seed=0)
     preds = [{"name": "mean", "kind": "mean"},
              {"name": "knn", "kind": "knn", "k": 5, "kernel": "tanimoto"}]
-    means = {}
+    means, diff = {}, {}
     for split in ("random", "scaffold"):
         cfg = config_from_dict({"cv": {"folds": 3, "split": split, "bootstrap_resamples": 200,
                                        "metrics": ["mejia"]}, "predictors": preds})
         res = run_cv(es, cfg, tmp_path / split, progress=False)
         means[split] = res.summary.set_index("predictor")["mean"]
+        c = res.comparisons.iloc[0]
+        sign = 1.0 if c.predictor_a == "knn" else -1.0  # orient as knn - mean
+        diff[split] = (sign * c["diff"], sorted([sign * c.ci_low, sign * c.ci_high]), c.p_value)
     assert means["random"]["knn"] < 0.5 * means["random"]["mean"]
+    assert diff["random"][1][1] < 0 and diff["random"][2] < 0.01  # the bootstrap agrees: knn wins
     assert means["scaffold"]["knn"] >= 0.95 * means["scaffold"]["mean"]
+    assert diff["scaffold"][1][1] > 0  # under a scaffold split the CI does not favour retrieval
 
 
 # ----------------------------------------------------------------------------- CLI
