@@ -363,6 +363,9 @@ def test_cli_load_cache_manifest_and_weights_roundtrip(data, tmp_path):
     np.testing.assert_array_equal(es.expression, ref.expression)
     np.testing.assert_array_equal(es.weights, ref.weights)
     manifest = json.loads((out / "manifest.json").read_text())
+    from drugcell.provenance import fingerprint_arrays
+
+    assert manifest["data_fingerprint"] == fingerprint_arrays(es.compounds, es.genes, es.expression, es.weights, es.smiles)
     inputs = manifest["info"]["inputs"]
     assert inputs["counts"] == fingerprint_input(data["counts"])
     assert manifest["info"]["loader"]["options"]["weights_library"] == "scored"
@@ -425,3 +428,16 @@ def test_simulated_vcpi_equals_in_memory_recipe(tmp_path):
     np.testing.assert_allclose(es.weights, w[lib].to_numpy(), rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(es.control_weights, w[es.control_ids.astype(str)].to_numpy(), rtol=1e-5, atol=1e-8)
     assert summary.n_out_of_condition > 0 and all(s != "" for s in es.smiles)
+
+
+def test_streamed_fingerprint_equals_provenance_digest(data):
+    """The cache's data fingerprint must be the one ExpressionSet.fingerprint() would compute."""
+    from drugcell.data.loader import fingerprint_streamed
+    from drugcell.provenance import fingerprint_arrays
+
+    es, _ = _load(data)
+    assert not es.weights.flags.c_contiguous  # (G, C) view of the (C, G) buffer: Fortran order
+    args = (es.compounds, es.genes, es.expression, es.weights, es.smiles)
+    assert fingerprint_streamed(*args, rows=3) == fingerprint_arrays(*args)
+    es.info.pop("fingerprint", None)
+    assert es.fingerprint() == fingerprint_arrays(*args)

@@ -544,9 +544,7 @@ class _Stats:
 
     def release(self) -> None:
         """Hand the written target pages back to the page cache (a no-op when in memory)."""
-        mm = getattr(self.expr, "_mmap", None)
-        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-            mm.madvise(mmap.MADV_DONTNEED)
+        _release_map(self.expr)
 
     def emit(self, split: np.ndarray, grp: np.ndarray, n: np.ndarray, sum_t: np.ndarray,
              mean_u: np.ndarray | None, m2: np.ndarray | None) -> None:
@@ -1026,6 +1024,34 @@ def _official_weights(es: ExpressionSet, path: Path, summary: LoadSummary) -> Ex
     return es
 
 
+def fingerprint_streamed(*arrays: np.ndarray, release: Any = None, rows: int = 256) -> str:
+    """``provenance.fingerprint_arrays`` (the same bytes, so the same digest) without its two
+    whole-array copies (``ascontiguousarray`` of the Fortran-order weights, then ``tobytes``):
+    numeric arrays are hashed in C-order row chunks. ``release`` is called every few chunks to hand
+    back memory-mapped pages. Tested equal to ``fingerprint_arrays``."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        if a.dtype.kind in "OUS":
+            h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
+        elif a.ndim == 0 or a.size == 0:
+            h.update(np.ascontiguousarray(a).tobytes())
+        else:
+            for i, s in enumerate(range(0, a.shape[0], rows)):
+                h.update(memoryview(np.ascontiguousarray(a[s:s + rows])).cast("B"))
+                if release is not None and i % 16 == 15:
+                    release()
+    return h.hexdigest()[:16]
+
+
+def _release_map(arr: np.ndarray) -> None:
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 def load_to_cache(
     out: str | os.PathLike[str],
     counts: str | os.PathLike[str],
@@ -1049,6 +1075,10 @@ def load_to_cache(
     t = time.perf_counter()
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
+    # the digest ExpressionSet.save would compute, without its whole-array copies (3 GiB budget)
+    es.info["fingerprint"] = fingerprint_streamed(
+        es.compounds, es.genes, es.expression, es.weights, es.smiles, release=lambda: _release_map(es.expression))
+    _release_map(es.expression)
     es.save(out)
     summary.seconds += time.perf_counter() - t
     return summary
