@@ -1046,10 +1046,15 @@ def fingerprint_streamed(*arrays: np.ndarray, release: Any = None, rows: int = 2
     return h.hexdigest()[:16]
 
 
-def _release_map(arr: np.ndarray) -> None:
-    mm = getattr(arr, "_mmap", None)
-    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
+def _release_map(arr: Any) -> None:
+    """madvise(DONTNEED) the file mapping behind ``arr`` (or behind a view of it); else nothing."""
+    while arr is not None and not isinstance(arr, mmap.mmap):
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None:
+            if hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
+            return
+        arr = getattr(arr, "base", None)
 
 
 def load_to_cache(
