@@ -193,7 +193,7 @@ class ExpressionSet:
         controls = pd.read_parquet(root / "controls.parquet")["compound"].to_numpy()
         info = dict(manifest.get("info", {}))
         info["fingerprint"] = manifest.get("data_fingerprint", info.get("fingerprint"))
-        info["path"] = str(root)
+        info["path"] = str(root.resolve())
         return cls(
             compounds=comp["compound"].to_numpy(),
             genes=genes,
