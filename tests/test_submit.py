@@ -144,3 +144,20 @@ def test_real_test_compounds_and_gene_filter_give_the_full_contest_grid(tmp_path
     assert {str(v["values"]) for v in per_gene} == set(genes)
     vals = table.column("predicted_expression").to_numpy()
     assert np.isfinite(vals).all() and vals.min() >= 0
+
+
+def test_a_grid_the_scorer_rejects_is_never_written(tmp_path, monkeypatch):
+    """Whatever the validator objects to (here: forced), nothing lands at --out."""
+    import contest_scorer
+    from contest_scorer import ScoringError
+
+    def reject(*args, **kwargs):
+        raise ScoringError("invalid submission: 3 missing (compound, gene) pair(s)")
+
+    monkeypatch.setattr(contest_scorer, "validate_submission", reject)
+    es = toy_es(n_templates=3, n_per=8, n_genes=10)
+    tc, gf, _, _ = write_inputs(tmp_path, es)
+    out = tmp_path / "predictions.parquet"
+    with pytest.raises(DrugcellInputError, match="nothing written.*missing"):
+        make_submission(es, PredictorSpec("mean", "mean"), tc, gf, out)
+    assert not out.exists() and not list(tmp_path.glob(".predictions*"))
