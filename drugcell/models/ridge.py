@@ -41,12 +41,16 @@ class RidgeFit:
     dof: np.ndarray  # () or (G,) effective degrees of freedom tr H at the chosen alpha
 
 
-def _as_operand(x: np.ndarray):
-    """Sparse CSR for mostly-zero features (Morgan bits/counts), dense float64 otherwise."""
-    x = np.asarray(x, dtype=np.float64)
+def _as_operand(x: np.ndarray, dtype=np.float64):
+    """Sparse CSR for mostly-zero features (Morgan bits/counts), dense otherwise.
+
+    Converts straight from the featurizer's dtype (uint8 bits) so no dense float64 copy of a
+    2048-column fingerprint matrix is ever made.
+    """
+    x = np.asarray(x)
     if x.size and np.count_nonzero(x) < 0.2 * x.size:
-        return sp.csr_matrix(x)
-    return x
+        return sp.csr_matrix(x, dtype=dtype)
+    return x.astype(dtype, copy=False)
 
 
 def default_alphas(s2_max: float, n_alphas: int = 41) -> np.ndarray:
@@ -85,7 +89,9 @@ def _spectrum(xo, y: np.ndarray):
         xty = np.zeros((p, n_genes))
         for lo, yb in centred_blocks():
             xty += np.asarray(xo[lo : lo + _ROW_CHUNK].T @ yb)
-        uty = (v.T @ xty) / np.sqrt(s2)[:, None]
+        uty = v.T @ xty
+        del xty
+        uty /= np.sqrt(s2)[:, None]
     else:
         a = np.asarray(xo @ mean_x).ravel()
         kern = xo @ xo.T
@@ -143,16 +149,20 @@ def gcv_ridge(
         best = np.argmin(gcv, axis=0)  # (G,)
         alpha = alphas[best]
         shrink = s[:, None] / (s2[:, None] + alpha[None, :])  # (r, G)
-        coef = v @ (uty * shrink)
+        uty *= shrink
+        del shrink
+        coef = v @ uty
         rss_best = rss[best, np.arange(n_genes)]
         dof_best = dof[best]
     else:
         gcv = rss.sum(axis=1) / denom
         best = int(np.argmin(gcv))
         alpha = np.asarray(alphas[best])
-        coef = v @ (uty * (s / (s2 + alpha))[:, None])
+        uty *= (s / (s2 + alpha))[:, None]
+        coef = v @ uty
         rss_best = rss[best]
         dof_best = np.asarray(dof[best])
+    del uty
     intercept = mean_y - mean_x @ coef
     sigma = np.sqrt(rss_best / max(n - float(np.max(dof_best)), 1.0))
     return RidgeFit(
@@ -199,9 +209,10 @@ class _RidgeBase(Predictor):
                 "ridge needs at least 2. Check the `smiles` column of the training data."
             )
         alphas = None if self.params["alphas"] is None else np.asarray(self.params["alphas"], float)
-        y_fit = y if ok.all() else y[ok]
+        if not ok.all():
+            x, y = x[ok], y[ok]
         fit = gcv_ridge(
-            x[ok], y_fit, alphas, per_gene=self.params["alpha_per_gene"], n_alphas=self.params["n_alphas"]
+            x, y, alphas, per_gene=self.params["alpha_per_gene"], n_alphas=self.params["n_alphas"]
         )
         self.coef_, self.intercept_, self.alpha_, self.sigma_ = fit.coef, fit.intercept, fit.alpha, fit.sigma
         self.fit_ = fit  # GCV curve for diagnostics (not part of the saved state)
@@ -212,8 +223,7 @@ class _RidgeBase(Predictor):
         mean = np.empty((len(smiles), self.mean_.shape[0]), dtype=np.float32)
         if ok.any():
             # float32 product: coef_ is float32 and an upcast would copy it (p x G) per call
-            xo = _as_operand(x[ok])
-            xo = xo.astype(np.float32)
+            xo = _as_operand(x[ok], np.float32)
             mean[ok] = np.asarray(xo @ self.coef_) + self.intercept_
         mean[~ok] = self.mean_
         std = np.broadcast_to(self.sigma_, mean.shape).copy()
@@ -243,8 +253,8 @@ class RidgeFingerprintPredictor(_RidgeBase):
         from drugcell.chem.features import featurize
 
         x, ok = featurize(list(smiles), f"morgan_{self.params['fingerprint']}", radius=2, n_bits=2048)
-        x, ok = np.asarray(x, dtype=np.float64), np.asarray(ok, dtype=bool)
-        x[~ok] = 0.0
+        x, ok = np.asarray(x), np.asarray(ok, dtype=bool)
+        x[~ok] = 0  # featurize already zeroes them; keep it explicit
         return x, ok
 
 
