@@ -441,3 +441,15 @@ def test_streamed_fingerprint_equals_provenance_digest(data):
     assert fingerprint_streamed(*args, rows=3) == fingerprint_arrays(*args)
     es.info.pop("fingerprint", None)
     assert es.fingerprint() == fingerprint_arrays(*args)
+
+
+def test_csv_metadata_and_chemistry_equal_parquet(data, tmp_path):
+    """Ids, booleans and numbers read from CSV text give the same load as the parquet files."""
+    for key in ("metadata", "chemistry"):
+        pd.read_parquet(data[key]).to_csv(tmp_path / f"{key}.csv", index=False)
+    es_csv, s_csv = _load(dict(data, metadata=tmp_path / "metadata.csv", chemistry=tmp_path / "chemistry.csv"))
+    es, s = _load(data)
+    np.testing.assert_array_equal(es_csv.compounds, es.compounds)
+    np.testing.assert_array_equal(es_csv.smiles, es.smiles)
+    np.testing.assert_array_equal(es_csv.expression, es.expression)
+    assert s_csv.dropped_condition == s.dropped_condition and s_csv.controls == s.controls

@@ -25,6 +25,7 @@ import concurrent.futures
 import hashlib
 import mmap
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -982,7 +983,7 @@ def load_vcpi(
     ctrl_expr = stats.ctrl_expr.astype(np.float32)
     info = {
         "source": "vcpi",
-        "loader": {"version": __version__, "options": opt.as_dict()},
+        "loader": {"version": __version__, "options": opt.as_dict(), "argv": list(sys.argv)},
         "inputs": {k: fingerprint_input(p) for k, p in paths.items()},
     }
     es = ExpressionSet(
