@@ -221,6 +221,22 @@ def test_uncertainty_sample_and_saved_predictions(small_run):
         assert np.allclose(pred[fold == k], expected, atol=1e-5)
 
 
+def test_an_official_weights_file_replaces_the_expressionset_weights(tmp_path):
+    """With uniform weights from the file, Mejia wMSE is the plain mean squared error."""
+    es = toy_es(n_templates=3, n_per=6, n_genes=8)
+    uniform = toy_es(n_templates=3, n_per=6, n_genes=8)
+    uniform.weights[:] = 1.0 / uniform.n_genes
+    uniform.write_weights_parquet(tmp_path / "weights.parquet", dtype="float32")
+    cfg = with_overrides(small_config(("control",)), weights_file=str(tmp_path / "weights.parquet"))
+    res = run_cv(es, cfg, tmp_path / "run", progress=False)
+    got = res.scores[res.scores.metric == "mejia"].set_index("compound")["wmse"]
+    for i, c in enumerate(es.compounds):
+        mse = sum((float(es.control[g]) - float(es.expression[i, g])) ** 2 for g in range(es.n_genes)) / es.n_genes
+        assert got[c] == pytest.approx(mse, rel=1e-5)
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["config"]["output"]["weights_file"].endswith("weights.parquet")
+
+
 def test_a_leaking_fold_is_refused_before_any_fit(tmp_path, monkeypatch):
     import drugcell.evaluation.splits as splits
 
