@@ -754,7 +754,7 @@ def _mejia_rows(mean_u: np.ndarray, var: np.ndarray, n_p: np.ndarray, mu: np.nda
     return x
 
 
-def _finish_weights(stats: _Stats, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def _finish_weights(stats: _Stats, chunk: int = 512, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mejia weights in compound chunks, written in place over the shifted means (C, G);
     returned as (G, C) views."""
     n_all = stats.n
@@ -765,7 +765,8 @@ def _finish_weights(stats: _Stats, chunk: int = 512) -> tuple[np.ndarray, np.nda
     args = (mu, ss_all, v_all, n)
     c = stats.n_lib
     w = stats.mean_u
-    for s in range(0, c, chunk):
+    for s in tqdm(range(0, c, chunk), desc="Mejia weights", unit="chunk",
+                  disable=None if progress is None else not progress):
         sl = slice(s, min(s + chunk, c))
         w[sl] = _mejia_rows(w[sl], stats.var[sl], n_all[sl], *args)
     del stats.var
@@ -966,7 +967,7 @@ def load_vcpi(
                      "gene-wide V_g")
 
     if compute_w:
-        weights, ctrl_w = _finish_weights(stats)
+        weights, ctrl_w = _finish_weights(stats, progress=progress)
         summary.weights_source = f"computed (Mejia, library over {opt.weights_library} genes)"
     else:
         weights = np.zeros((len(genes), n_lib), dtype=np.float32)  # replaced below; untouched pages
