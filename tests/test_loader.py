@@ -453,3 +453,15 @@ def test_csv_metadata_and_chemistry_equal_parquet(data, tmp_path):
     np.testing.assert_array_equal(es_csv.smiles, es.smiles)
     np.testing.assert_array_equal(es_csv.expression, es.expression)
     assert s_csv.dropped_condition == s.dropped_condition and s_csv.controls == s.controls
+
+
+def test_real_gene_filter_reads():
+    """The contest's own gene_filter.csv: 12,995 unique Ensembl ids, returned sorted."""
+    from tests.conftest import require_shared
+
+    from drugcell.data.loader import read_gene_filter
+
+    path = require_shared("vcpi_contest_public", "gene_filter.csv")
+    genes = read_gene_filter(path)
+    assert len(genes) == 12_995 and len(set(genes)) == 12_995
+    assert all(g.startswith("ENSG") for g in genes) and list(genes) == sorted(genes)
