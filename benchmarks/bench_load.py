@@ -72,14 +72,17 @@ def quick_vcpi(out: Path, *, n_samples: int, n_genes: int, seed: int = 0) -> Non
     pd.DataFrame({"gene_id": keep}).to_csv(out / FILES[3], index=False)
 
 
-def ensure_data(name: str, n_samples: int, n_genes: int) -> Path:
+def ensure_data(name: str, n_samples: int, n_genes: int, generator: str = "auto") -> Path:
     d = ROOT / "_cache" / name
     if all((d / f).exists() for f in FILES):
         return d
-    try:
-        from drugcell.data.simulate import simulate_vcpi  # the project's simulator, when present
-    except ImportError:
-        simulate_vcpi = None
+    simulate_vcpi = None
+    if generator != "quick":
+        try:
+            from drugcell.data.simulate import simulate_vcpi  # the project's simulator, when present
+        except ImportError:
+            if generator == "simulate":
+                raise
     if simulate_vcpi is not None:
         try:
             simulate_vcpi(d, n_compounds=max(int(n_samples * 0.86) // 2, 10), n_genes=n_genes, seed=0)
@@ -113,12 +116,16 @@ def main() -> None:
     ap.add_argument("--name", help="folder under benchmarks/_cache (default: q<n-samples>)")
     ap.add_argument("--n-samples", type=int, default=2000, help="samples (wells) when the data must be made")
     ap.add_argument("--n-genes", type=int, default=78_778, help="genes when the data must be made")
+    ap.add_argument("--generator", default="auto", choices=["auto", "simulate", "quick"],
+                    help="how to make missing data: the simulator (gene-batch row groups), or the quick "
+                    "generator (one row group, like the real file); auto = simulator when present")
     ap.add_argument("--batch-size", type=int, default=None, help="`drugcell load --batch-size` (default: its own)")
     ap.add_argument("--weights-library", default="scored", choices=["scored", "all"])
     ap.add_argument("--in-memory", action=argparse.BooleanOptionalAction, default=None,
                     help="also time the in-memory contest_scorer recipe (default: only up to 4,000 samples)")
     args = ap.parse_args()
-    d = ensure_data(args.name or f"q{args.n_samples}", args.n_samples, args.n_genes)
+    default_name = f"{'quick' if args.generator == 'quick' else 'q'}{args.n_samples}"
+    d = ensure_data(args.name or default_name, args.n_samples, args.n_genes, args.generator)
     n_cols = len(pq.read_schema(d / FILES[0]).names) - 1
     in_memory = args.in_memory if args.in_memory is not None else n_cols <= 4000
     rows = []
