@@ -19,7 +19,8 @@ plus noise and dominate control wells. Genes are "expressed" (full model, ~17 %)
 (rank-one Poisson, sampled sparsely: the cheap bulk of 78k genes).
 
 Library sizes are only known after every gene is drawn, so the counts are drawn twice from the
-same per-batch seeds (pass 1: library sizes; pass 2: gene filter, test truth, parquet writing);
+same per-batch seeds (pass 1: library sizes only; pass 2: gene filter, test truth, QC columns,
+parquet writing);
 memory stays at one gene batch plus one parquet row group whatever the size.
 """
 
@@ -90,10 +91,11 @@ class SimConfig:
     plate_depth_sd: float = 0.25
     failed_fraction: float = 0.004
     empty_wells: int = 1
-    scored_fraction: float = 0.172   # target for the noise-free CPM; realised ~0.165
+    scored_fraction: float = 0.167   # target for the noise-free CPM; realised ~0.165
     expressed_log10_mean: float = 0.9
-    expressed_log10_sd: float = 1.15
+    expressed_log10_sd: float = 1.05
     upper_tail: float = 0.0
+    program_abundance_bias: float = 0.0
     mito_share: float = 0.06
     dispersion: float = 0.002
     bio_sd: float = 0.10
@@ -101,7 +103,7 @@ class SimConfig:
     plate_sd: float = 0.22
     plate_noise_sd: float = 0.05
     edge_sd: float = 0.08
-    effect_scale: float = 0.42
+    effect_scale: float = 0.45
     key_program_genes: float = 0.04
     scaffold_strength: float = 0.6
     idio_strength: float = 0.35
@@ -229,7 +231,7 @@ def _compounds(cfg: SimConfig) -> Compounds:
     potency = cfg.weak_potency * np.exp(rng.normal(0.0, 0.35, size=len(smiles))) + active * np.exp(
         rng.normal(0.0, 0.3, size=len(smiles))
     )
-    lims = rng.choice(np.arange(9_000_000, 9_400_000), size=len(smiles), replace=False)
+    lims = 9_000_000 + rng.choice(400_000, size=len(smiles), replace=False)
     ctrl_names = list(lib.CONTROLS)
     all_smiles = smiles + [lib.CONTROLS[k][0] for k in ctrl_names]
     n_all = len(all_smiles)
@@ -282,7 +284,7 @@ def _genes(cfg: SimConfig) -> Genes:
     n = cfg.n_genes
     mt = list(MT_GENES)
     mt_nums = {int(x[4:]) for x in mt}
-    nums = rng.choice(np.arange(1, 300_000), size=n + 64, replace=False)
+    nums = 1 + rng.choice(299_999, size=n + 64, replace=False)
     nums = [int(x) for x in nums if int(x) not in mt_nums][: n - len(mt)]
     ids = np.array(sorted([f"ENSG{x:011d}" for x in nums] + mt), dtype=object)
     mito = np.isin(ids, mt)
@@ -322,12 +324,14 @@ class Programs:
     names: list[str]
 
 
-def _sparse_program(rng: np.random.Generator, expressed: np.ndarray, frac: float, scale: float) -> np.ndarray:
+def _sparse_program(
+    rng: np.random.Generator, expressed: np.ndarray, frac: float, scale: float, pick_p: np.ndarray | None = None
+) -> np.ndarray:
     g = len(expressed)
     out = np.zeros(g, dtype=np.float32)
     idx = np.flatnonzero(expressed)
     k = max(3, int(round(frac * len(idx))))
-    pick = rng.choice(idx, size=k, replace=False)
+    pick = rng.choice(idx, size=k, replace=False, p=pick_p)
     # mostly-same-sign programs (a pathway goes up or down), heavy-ish tails
     sign = np.where(rng.random(k) < 0.7, 1.0, -1.0) * (1 if rng.random() < 0.5 else -1)
     out[pick] = (sign * scale * rng.gamma(2.0, 0.5, size=k)).astype(np.float32)
@@ -337,6 +341,9 @@ def _sparse_program(rng: np.random.Generator, expressed: np.ndarray, frac: float
 def _programs(cfg: SimConfig, comps: Compounds, genes: Genes) -> Programs:
     rng = _rng(cfg.seed, 4)
     expressed = genes.expressed & ~genes.mito
+    # responsive genes lean towards the more abundant ones (abundance ** bias)
+    pick_w = np.exp(cfg.program_abundance_bias * genes.log_p[expressed])
+    pick_p = pick_w / pick_w.sum()
     strength = np.array([k[2] for k in lib.PROGRAM_KEYS])
     n_keys = len(strength)
     n_templates = int(comps.template.max()) + 1
@@ -345,26 +352,26 @@ def _programs(cfg: SimConfig, comps: Compounds, genes: Genes) -> Programs:
     c = len(comps.smiles)
     pot = comps.potency * cfg.effect_scale
     for i in range(n_keys):
-        loadings.append(_sparse_program(rng, expressed, cfg.key_program_genes, 1.0))
+        loadings.append(_sparse_program(rng, expressed, cfg.key_program_genes, 1.0, pick_p))
         names.append(f"key:{lib.PROGRAM_KEYS[i][0]}")
         cols.append(pot * strength[i] * comps.keys[:, i])
     template_scale = np.exp(rng.normal(0.0, 0.5, size=n_templates)) * cfg.scaffold_strength
     for t in range(n_templates):
-        loadings.append(_sparse_program(rng, expressed, cfg.key_program_genes, 1.0))
+        loadings.append(_sparse_program(rng, expressed, cfg.key_program_genes, 1.0, pick_p))
         names.append(f"scaffold:{t}")
         cols.append(pot * template_scale[t] * (comps.template == t))
     idio = rng.normal(0.0, cfg.idio_strength, size=(c, n_idio))
     for j in range(n_idio):
-        loadings.append(_sparse_program(rng, expressed, 2 * cfg.key_program_genes, 1.0))
+        loadings.append(_sparse_program(rng, expressed, 2 * cfg.key_program_genes, 1.0, pick_p))
         names.append(f"private:{j}")
         cols.append(pot * idio[:, j])
     # shared stress response: grows faster than linearly with potency (only actives show it)
-    loadings.append(_sparse_program(rng, expressed, 0.10, 0.6))
+    loadings.append(_sparse_program(rng, expressed, 0.10, 0.6, pick_p))
     names.append("stress")
     cols.append(cfg.stress_strength * pot**2)
     ctrl_strength = {"Staurosporine": 3.0, "Brefeldin A": 2.2, "Rigosertib": 1.6, "Trichostatin A": 2.6}
     for name, s in ctrl_strength.items():
-        loadings.append(_sparse_program(rng, expressed, 0.08, 1.0))
+        loadings.append(_sparse_program(rng, expressed, 0.08, 1.0, pick_p))
         names.append(f"control:{name}")
         col = np.zeros(c)
         col[comps.lims_id.index(name)] = s
@@ -536,16 +543,22 @@ def _composition_norm(progs: Programs, genes: Genes, batch: int) -> np.ndarray:
     return np.log(z)
 
 
-def _batch_counts(world: _World, g0: int, g1: int, batch: int) -> np.ndarray:
-    """Counts (wells x genes) for genes [g0, g1); a pure function of (seed, batch)."""
+def _batch_counts(world: _World, g0: int, g1: int, batch: int, *, library_only: bool = False) -> np.ndarray:
+    """Counts (wells x genes) for genes [g0, g1); a pure function of (seed, batch).
+
+    ``library_only`` returns just each well's total over the batch (pass 1). It skips only the
+    last draw of the stream (which background gene each background UMI lands on), so both passes
+    see identical counts.
+    """
     cfg, wells, genes = world.cfg, world.wells, world.genes
     rng = _rng(cfg.seed, 100, batch)
     n_w = len(wells.compound)
-    out = np.zeros((n_w, g1 - g0), dtype=np.int32)
+    b = g1 - g0
     sl = slice(g0, g1)
     expr = np.flatnonzero(genes.expressed[sl])
     bg = np.flatnonzero(~genes.expressed[sl])
     log_depth = np.log(np.maximum(wells.depth, 1e-300)).astype(np.float32)
+    expr_counts = None
     if len(expr):
         gi = g0 + expr
         comp_eff = world.progs.coef @ world.progs.loadings[:, gi]                      # (C, B)
@@ -562,16 +575,25 @@ def _batch_counts(world: _World, g0: int, g1: int, batch: int) -> np.ndarray:
         logr += log_depth[:, None]
         np.exp(logr, out=logr)
         logr[wells.depth <= 0] = 0.0
-        out[:, expr] = rng.poisson(logr)
+        expr_counts = rng.poisson(logr)
+    per_well_bg = np.zeros(n_w, dtype=np.int64)
     if len(bg):
-        # rank-one Poisson field, sampled as (total, then well and gene independently)
+        # rank-one Poisson field: UMIs per well, then (last draw) the gene of each UMI
         p_g = np.exp(genes.log_p[g0 + bg])
-        d = np.maximum(wells.depth, 0.0)
-        total = rng.poisson(d.sum() * p_g.sum())
-        wi = rng.choice(n_w, size=total, p=d / d.sum())
-        gj = rng.choice(len(bg), size=total, p=p_g / p_g.sum())
-        flat = np.bincount(wi * len(bg) + gj, minlength=n_w * len(bg)).reshape(n_w, len(bg))
-        out[:, bg] = flat
+        per_well_bg = rng.poisson(np.maximum(wells.depth, 0.0) * p_g.sum())
+    if library_only:
+        total = per_well_bg.copy()
+        if expr_counts is not None:
+            total += expr_counts.sum(axis=1)
+        return total
+    out = np.zeros((n_w, b), dtype=np.int32)
+    if expr_counts is not None:
+        out[:, expr] = expr_counts
+    if len(bg):
+        cum = np.cumsum(p_g / p_g.sum())
+        gj = np.minimum(np.searchsorted(cum, rng.random(int(per_well_bg.sum())), side="right"), len(bg) - 1)
+        wi = np.repeat(np.arange(n_w), per_well_bg)
+        np.add.at(out.reshape(-1), wi * b + bg[gj], 1)
     return out
 
 
@@ -626,22 +648,18 @@ def simulate_vcpi(
         elif callable(progress):
             progress(1)
 
-    # pass 1: library sizes and QC counters
+    # pass 1: library sizes (everything else needs them)
     libsize = np.zeros(n_w, dtype=np.int64)
-    ngenes3 = np.zeros(n_w, dtype=np.int64)
-    mito = np.zeros(n_w, dtype=np.int64)
-    ribo = np.zeros(n_w, dtype=np.int64)
     for b, (g0, g1) in enumerate(batches):
-        cnt = _batch_counts(world, g0, g1, b)
-        libsize += cnt.sum(axis=1, dtype=np.int64)
-        ngenes3 += (cnt >= 3).sum(axis=1)
-        mito += cnt[:, world.genes.mito[g0:g1]].sum(axis=1, dtype=np.int64)
-        ribo += cnt[:, world.genes.ribo[g0:g1]].sum(axis=1, dtype=np.int64)
+        libsize += _batch_counts(world, g0, g1, b, library_only=True)
         tick()
     if np.any(libsize[test_w] <= 0):
         raise RuntimeError("a test well came out empty; use another seed")
 
-    # pass 2: exact gene filter, test truth, counts parquet
+    # pass 2: exact gene filter, test truth, QC counters, counts parquet
+    ngenes3 = np.zeros(n_w, dtype=np.int64)
+    mito = np.zeros(n_w, dtype=np.int64)
+    ribo = np.zeros(n_w, dtype=np.int64)
     sample_ids = _sample_ids(cfg, len(train_w))
     ok = contest_w[libsize[contest_w] > 0]
     inv_ok = 1e6 / libsize[ok].astype(np.float64)
@@ -662,6 +680,9 @@ def simulate_vcpi(
             filled, group_g0 = 0, 0
             for b, (g0, g1) in enumerate(batches):
                 cnt = _batch_counts(world, g0, g1, b)
+                ngenes3 += (cnt >= 3).sum(axis=1)
+                mito += cnt[:, world.genes.mito[g0:g1]].sum(axis=1, dtype=np.int64)
+                ribo += cnt[:, world.genes.ribo[g0:g1]].sum(axis=1, dtype=np.int64)
                 mean_cpm = (cnt[ok].T.astype(np.float64) @ inv_ok) / len(ok)
                 passed = mean_cpm >= 1.0
                 keep_genes.append(g0 + np.flatnonzero(passed))
@@ -704,7 +725,7 @@ def simulate_vcpi(
 
 def _sample_ids(cfg: SimConfig, n: int) -> list[str]:
     rng = _rng(cfg.seed, 7)
-    ids = rng.choice(np.arange(10_000_000, 99_999_999), size=n, replace=False)
+    ids = 10_000_000 + rng.choice(89_999_999, size=n, replace=False)
     return [str(x) for x in ids]
 
 
