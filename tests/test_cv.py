@@ -4,7 +4,6 @@ the positive control's two orderings, and the `drugcell cv` command."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

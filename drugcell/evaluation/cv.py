@@ -135,6 +135,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
 
     Raises :class:`drugcell.evaluation.audit.LeakError` if a fold leaks, before fitting anything.
     """
+    from drugcell.evaluation.splits import make_folds
     from drugcell.models import make_predictor
 
     out = Path(out_dir)
@@ -148,12 +149,10 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         now = time.perf_counter()
         stages[name] = stages.get(name, 0.0) + now - t0
         return now
+
     compounds = np.asarray(es.compounds).astype(str)
     smiles = np.asarray(es.smiles).astype(str)
     n_comp, n_genes = es.expression.shape
-
-    from drugcell.evaluation.splits import make_folds
-
     t = time.perf_counter()
     assignment = make_folds(list(smiles), config.split, config.folds, config.seed)
     fold_of = np.asarray(assignment.folds, dtype=np.int32)
@@ -163,9 +162,9 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     })
     with atomic_path(out / "folds.parquet") as tmp:
         folds_df.to_parquet(tmp, index=False)
+    t = lap("folds", t)
 
     # Audit every fold first: a leak refuses the whole run before hours of fitting.
-    t = lap("folds", t)
     audits = []
     for k in fold_ids:
         test_idx = np.flatnonzero(fold_of == k)
@@ -183,6 +182,8 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
                 shape=(n_comp, n_genes),
             )
 
+    compound_cats = pd.Index(compounds)
+    gene_cats = pd.Index(np.asarray(es.genes).astype(str))
     score_parts: list[pd.DataFrame] = []
     diag_rows: list[dict[str, Any]] = []
     unc_parts: list[pd.DataFrame] = []
@@ -215,9 +216,10 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
                           for c, v in counters.items()]
             if pred.std is not None and config.output.uncertainty_sample > 0:
                 rows, cols, err, std = _uncertainty_sample(pred, scorer.truth, config.output.uncertainty_sample, rng)
-                unc_parts.append(pd.DataFrame({
-                    "predictor": spec.name, "fold": np.int32(k), "compound": test_names[rows],
-                    "gene": np.asarray(es.genes).astype(str)[cols], "error": err, "std": std,
+                unc_parts.append(pd.DataFrame({  # ids as categoricals: millions of rows, few strings
+                    "predictor": spec.name, "fold": np.int32(k),
+                    "compound": pd.Categorical.from_codes(test_idx[rows], categories=compound_cats),
+                    "gene": pd.Categorical.from_codes(cols, categories=gene_cats), "error": err, "std": std,
                 }))
             if spec.name in pred_store:
                 pred_store[spec.name][test_idx] = pred.mean
