@@ -29,6 +29,24 @@ def _ids(x: object, col: str) -> list[str]:
     return [str(v) for v in x]  # type: ignore[union-attr]
 
 
+def _codes(col: pd.Series, expected: list[str]) -> np.ndarray:
+    """Position of each value in ``expected`` (-1 if absent), without a per-row string cast.
+
+    Factorising first means only the distinct values (1,064 compounds, 12,995 genes) are turned
+    into strings, so the 13.8 M-row grid maps in well under a second.
+    """
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, uniques = col.cat.codes.to_numpy(), col.cat.categories
+    else:
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    lookup = {v: i for i, v in enumerate(expected)}
+    mapped = np.array([lookup.get(str(u), -1) for u in uniques], dtype=np.int64)
+    out = np.full(len(col), -1, dtype=np.int64)
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return out
+
+
 def validate_submission(
     prediction: object,
     *,
@@ -49,8 +67,8 @@ def validate_submission(
         if len(set(ids)) != len(ids):
             raise ScoringError(f"the {label} list has duplicates")
     problems: list[str] = []
-    c_codes = pd.Categorical(df[COMPOUND_COL].astype(str), categories=compounds).codes.astype(np.int64)
-    g_codes = pd.Categorical(df[GENE_COL].astype(str), categories=genes).codes.astype(np.int64)
+    c_codes = _codes(df[COMPOUND_COL], compounds)
+    g_codes = _codes(df[GENE_COL], genes)
     if (c_codes < 0).any():
         bad = pd.unique(df.loc[c_codes < 0, COMPOUND_COL].astype(str))
         problems.append(f"{len(bad)} compound id(s) not among the test compounds: {show_ids(bad)}")
