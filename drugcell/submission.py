@@ -166,8 +166,14 @@ def _gene_columns(train_genes: np.ndarray, genes: np.ndarray, gene_filter_path) 
 def make_submission(
     es, spec: PredictorSpec, test_compounds: str | Path, gene_filter: str | Path,
     out: str | Path = DEFAULT_OUT, *, seed: int = 0, write_std: bool = True, progress: bool = True,
+    std_scale: float | None = None, save_model_dir: str | Path | None = None,
 ) -> SubmissionResult:
-    """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write."""
+    """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write.
+
+    ``std_scale`` multiplies the predicted std in the sidecar (the calibration factor fitted on a
+    CV run's held-out folds, see :func:`calibrated_std_scale`); ``save_model_dir`` also saves the
+    refitted model (``drugcell predict --model``).
+    """
     from contest_scorer import ScoringError, validate_submission
     from drugcell.evaluation.audit import audit_split
     from drugcell.models import make_predictor
@@ -190,6 +196,10 @@ def make_submission(
     t1 = time.perf_counter()
     model = make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
     timings["fit_s"] = time.perf_counter() - t1
+    if save_model_dir is not None:
+        from drugcell.persistence import save_model
+
+        save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=True)
     t2 = time.perf_counter()
     pred = model.predict(test_smiles)
     timings["predict_s"] = time.perf_counter() - t2
@@ -213,7 +223,7 @@ def make_submission(
     std_out = None
     if write_std and pred.std is not None:
         std_out = out.with_name(out.stem + ".std.parquet")
-        std_vals = pred.std[:, cols]
+        std_vals = pred.std[:, cols] * np.float32(std_scale if std_scale is not None else 1.0)
         with atomic_path(std_out) as tmp:
             pq.write_table(long_table(test_ids, genes, std_vals, "predicted_std"), tmp, compression="zstd")
     timings["write_s"] = time.perf_counter() - t4
@@ -227,7 +237,25 @@ def make_submission(
         n_rows=table.num_rows, test_compounds_file=str(test_compounds),
         test_compounds_fingerprint=fingerprint_files([test_compounds]),
         gene_filter_fingerprint=fingerprint_files([gene_filter]), prediction_info=info, audit=audit,
-        std_file=str(std_out) if std_out else None, timings_s={k: round(v, 2) for k, v in timings.items()},
+        std_file=str(std_out) if std_out else None, std_scale=std_scale,
+        saved_model=str(save_model_dir) if save_model_dir else None, timings_s={k: round(v, 2) for k, v in timings.items()},
     ))
     return SubmissionResult(out=out, predictor=spec, n_compounds=len(test_ids), n_genes=len(genes),
                             n_rows=table.num_rows, audit=audit, audit_line=report.describe(), info=info, std_out=std_out, timings=timings)
+
+
+def calibrated_std_scale(run_dir: str | Path, predictor: str) -> float | None:
+    """The std scale ``s`` fitted on every held-out fold of a CV run for ``predictor`` (None when the
+    run has no uncertainty samples for it): multiply the predicted std by it for calibrated intervals."""
+    from drugcell.evaluation.calibration import calibration_summary, load_uncertainty
+
+    path = Path(run_dir) / "uncertainty.parquet"
+    if not path.exists():
+        return None
+    samples = load_uncertainty(run_dir)
+    samples = samples[samples["predictor"].astype(str) == predictor]
+    if samples.empty:
+        return None
+    summary = calibration_summary(samples)
+    pooled = summary[summary["fold"].astype(str) == "all"]
+    return float(pooled["scale"].iloc[0]) if len(pooled) else None

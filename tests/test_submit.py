@@ -161,3 +161,34 @@ def test_a_grid_the_scorer_rejects_is_never_written(tmp_path, monkeypatch):
     with pytest.raises(DrugcellInputError, match="nothing written.*missing"):
         make_submission(es, PredictorSpec("mean", "mean"), tc, gf, out)
     assert not out.exists() and not list(tmp_path.glob(".predictions*"))
+
+
+def test_calibrated_std_sidecar_and_saved_model(tmp_path):
+    """--from-run scales the std sidecar by the run's pooled held-out scale; --save-model reloads."""
+    from drugcell.evaluation.calibration import fit_scale, load_uncertainty
+    from drugcell.persistence import load_model
+    from drugcell.submission import calibrated_std_scale
+
+    es = toy_es(n_templates=4, n_per=8, n_genes=20)
+    cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 100},
+                            "predictors": [{"name": "knn5", "kind": "knn", "k": 5}]})
+    run_cv(es, cfg, tmp_path / "run", progress=False)
+    samples = load_uncertainty(tmp_path / "run")
+    expected = fit_scale(samples["error"], samples["std"])  # one predictor: pooled over every fold
+    scale = calibrated_std_scale(tmp_path / "run", "knn5")
+    assert scale == pytest.approx(expected, rel=1e-6)
+    assert calibrated_std_scale(tmp_path / "run", "nope") is None
+
+    tc, gf, _, genes = write_inputs(tmp_path, es)
+    raw = make_submission(es, cfg.predictor("knn5"), tc, gf, tmp_path / "raw.parquet")
+    scaled = make_submission(es, cfg.predictor("knn5"), tc, gf, tmp_path / "cal.parquet", std_scale=scale,
+                             save_model_dir=tmp_path / "model")
+    a = pd.read_parquet(raw.std_out)["predicted_std"].to_numpy()
+    b = pd.read_parquet(scaled.std_out)["predicted_std"].to_numpy()
+    np.testing.assert_allclose(b, a * np.float32(scale), rtol=1e-6)
+    model = load_model(tmp_path / "model")
+    pred = model.predict(TEST_SMILES) if hasattr(model, "predict") else model.predictor.predict(TEST_SMILES)
+    sub = pd.read_parquet(tmp_path / "cal.parquet")
+    first = sub[sub["compound"].astype(str) == "9300000"].set_index("gene_id")["predicted_expression"]
+    gene_pos = {g: i for i, g in enumerate(es.genes)}
+    np.testing.assert_allclose(first.to_numpy(), pred.mean[0, [gene_pos[g] for g in first.index]], rtol=1e-6)

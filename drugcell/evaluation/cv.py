@@ -235,9 +235,10 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         scores.to_parquet(tmp, index=False)
     with atomic_path(out / "diagnostics.parquet") as tmp:
         diagnostics.to_parquet(tmp, index=False)
-    if unc_parts:
+    uncertainty = pd.concat(unc_parts, ignore_index=True) if unc_parts else None
+    if uncertainty is not None:
         with atomic_path(out / "uncertainty.parquet") as tmp:
-            pd.concat(unc_parts, ignore_index=True).to_parquet(tmp, index=False)
+            uncertainty.to_parquet(tmp, index=False)
     for name, mm in pred_store.items():
         mm.flush()
         tmp_path = Path(mm.filename)
@@ -260,8 +261,14 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     with atomic_path(out / "comparisons.parquet") as tmp:
         comparisons.to_parquet(tmp, index=False)
     elapsed = time.perf_counter() - t_start
-    write_text(out / "summary.md", render_summary_md(summary, comparisons, diagnostics, config, audits,
-                                                     n_comp, n_genes, elapsed, assignment.describe()))
+    report = render_summary_md(summary, comparisons, diagnostics, config, audits,
+                               n_comp, n_genes, elapsed, assignment.describe())
+    if uncertainty is not None:
+        from drugcell.evaluation.calibration import calibration_markdown
+
+        report += "\n" + calibration_markdown(uncertainty)
+        t = lap("calibration", t)
+    write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
         command="drugcell cv", n_compounds=n_comp, n_genes=n_genes,
