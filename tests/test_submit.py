@@ -186,8 +186,7 @@ def test_calibrated_std_sidecar_and_saved_model(tmp_path):
     a = pd.read_parquet(raw.std_out)["predicted_std"].to_numpy()
     b = pd.read_parquet(scaled.std_out)["predicted_std"].to_numpy()
     np.testing.assert_allclose(b, a * np.float32(scale), rtol=1e-6)
-    model = load_model(tmp_path / "model")
-    pred = model.predict(TEST_SMILES) if hasattr(model, "predict") else model.predictor.predict(TEST_SMILES)
+    pred = load_model(tmp_path / "model").predict(TEST_SMILES)
     sub = pd.read_parquet(tmp_path / "cal.parquet")
     first = sub[sub["compound"].astype(str) == "9300000"].set_index("gene_id")["predicted_expression"]
     gene_pos = {g: i for i, g in enumerate(es.genes)}
