@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,7 @@ import pandas as pd
 from drugcell import __version__
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
-from drugcell.provenance import atomic_path, provenance
+from drugcell.provenance import atomic_dir, atomic_path, provenance
 
 FORMAT = "drugcell.model"
 FORMAT_VERSION = 1
@@ -116,9 +113,7 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
     parsed = parse_smiles(list(info.smiles), inchikey=False)
     bits = morgan_bits(parsed, radius=FP_RADIUS, n_bits=FP_BITS)
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_dir(final) as tmp:
         np.savez(tmp / "arrays.npz", **state)
         np.savez(tmp / "training.npz", bits_packed=np.packbits(bits, axis=1), parsed=parsed.ok,
                  mean_profile=np.asarray(info.mean_profile, dtype=np.float32))
@@ -143,18 +138,6 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
                                      config={"kind": predictor.kind, **predictor.get_config()}),
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return final
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import atomic_path, fingerprint_arrays, provenance
+from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance
 
 _ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
 
@@ -137,9 +135,7 @@ class ExpressionSet:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the cache dir atomically (build in a temp dir, then rename into place)."""
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
+        with atomic_dir(final) as tmp:
             for name in _ARRAYS:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
             pd.DataFrame(
@@ -162,18 +158,6 @@ class ExpressionSet:
                 "provenance": provenance(data_fingerprint=self.fingerprint()),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-            if final.exists():
-                old = final.with_name(f".{final.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return final
 
     @classmethod
