@@ -87,32 +87,32 @@ class SimConfig:
     smiles_file: str | None = None
     #: median UMIs per well (real VCPI-like wells: about 2 M)
     median_umis: float = 2e6
-    depth_sd: float = 0.30
-    plate_depth_sd: float = 0.25
-    failed_fraction: float = 0.004
-    empty_wells: int = 1
-    scored_fraction: float = 0.167   # target for the noise-free CPM; realised ~0.165
-    expressed_log10_mean: float = 0.9
-    expressed_log10_sd: float = 1.05
-    upper_tail: float = 0.0
-    program_abundance_bias: float = 0.0
-    mito_share: float = 0.06
-    dispersion: float = 0.002
-    bio_sd: float = 0.10
-    plate_factors: int = 4
-    plate_sd: float = 0.22
-    plate_noise_sd: float = 0.05
-    edge_sd: float = 0.08
-    effect_scale: float = 0.45
-    key_program_genes: float = 0.04
-    scaffold_strength: float = 0.6
-    idio_strength: float = 0.35
-    stress_strength: float = 0.7
-    weak_potency: float = 0.18
-    active_threshold: float = 1.6
-    n_offcondition: int = 6
-    gene_batch: int = 2048
-    row_group_batches: int = 4
+    depth_sd: float = 0.30                # well-to-well lognormal depth sd
+    plate_depth_sd: float = 0.35          # plate-level depth sd
+    failed_fraction: float = 0.004        # wells at 0.3-20 % of their depth
+    empty_wells: int = 1                  # DMSO wells with no counts at all
+    scored_fraction: float = 0.167        # genes at >= 1 CPM, noise-free; realised ~0.165
+    expressed_log10_mean: float = 0.9     # switched-on genes: log10 abundance (shift cancels)
+    expressed_log10_sd: float = 1.05      # ... and its spread
+    upper_tail: float = 0.0               # extra upper tail (tried: worsens the reference figures)
+    program_abundance_bias: float = 0.0   # responsive genes ~ abundance**bias (tried: worsens them)
+    mito_share: float = 0.06              # fraction of UMIs on the 13 MT genes
+    dispersion: float = 0.002             # NB common dispersion
+    bio_sd: float = 0.10                  # median per-gene biological log sd per well
+    plate_factors: int = 4                # rank of the plate effect
+    plate_sd: float = 0.15                # plate factor loading sd (log scale)
+    plate_noise_sd: float = 0.05          # plate x gene independent noise
+    edge_sd: float = 0.08                 # edge-well effect per gene
+    effect_scale: float = 0.42            # all compound effects (the main realism knob)
+    key_program_genes: float = 0.04       # fraction of expressed genes in a key/scaffold program
+    scaffold_strength: float = 0.6        # template-specific (non-transferable) program strength
+    idio_strength: float = 0.35           # compound-private factors
+    stress_strength: float = 0.7          # shared stress response ~ potency^2
+    weak_potency: float = 0.18            # potency of an inactive compound
+    active_threshold: float = 1.6         # latent activity where compounds turn clearly active
+    n_offcondition: int = 6               # wells at 1 uM or 6 h (the loader must drop them)
+    gene_batch: int = 2048                # genes drawn at once (sets the random stream: keep fixed)
+    row_group_batches: int = 4            # gene batches per parquet row group
 
 
 def config_for(preset: str | None = None, **overrides: Any) -> SimConfig:
@@ -123,6 +123,9 @@ def config_for(preset: str | None = None, **overrides: Any) -> SimConfig:
             raise DrugcellInputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
         base.update(PRESETS[preset])
     base.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(base) - set(SimConfig.__dataclass_fields__))
+    if unknown:
+        raise DrugcellInputError(f"unknown simulator option(s) {unknown}; see drugcell.data.simulate.SimConfig")
     cfg = SimConfig(**base)
     _check_config(cfg)
     return cfg
