@@ -32,7 +32,7 @@ from drugcell.models.lowrank import ResidualBasis, mejia_gene_scale
 from drugcell.models.registry import register
 from drugcell.models.torch_utils import (
     autocast, deterministic, module_to_numpy, numpy_to_module, seed_everything, select_device,
-    to_tensor,
+    to_tensor, torch_threads,
 )
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -52,6 +52,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "amp": True,                  # bf16 autocast on CUDA (ignored on CPU)
     "deterministic": True,
     "input_clip": 10.0,           # standardised inputs are clipped to +-input_clip
+    "torch_threads": 1,           # intra-op threads for training/inference (0 = torch default)
 }
 
 
@@ -106,6 +107,7 @@ class LowRankDeepPredictor(Predictor):
         for name in ("rank", "batch_size", "epochs", "patience"):
             _check_positive_int(p, name, kind)
         _check_positive_int(p, "inner_folds", kind, 2)
+        _check_positive_int(p, "torch_threads", kind, 0)
         hidden = p["hidden"]
         if not (isinstance(hidden, list) and hidden and all(isinstance(h, int) and h > 0 for h in hidden)):
             raise DrugcellInputError(f"predictor kind {kind!r}: hidden must be a non-empty list of positive integers, got {hidden!r}")
@@ -214,7 +216,7 @@ class LowRankDeepPredictor(Predictor):
         """Train one network with AdamW and early stopping on the validation rows ``val``."""
         p = self.params
         dev = self._device
-        with deterministic(p["deterministic"], dev):
+        with deterministic(p["deterministic"], dev), torch_threads(int(p["torch_threads"])):
             gen = seed_everything(seed)
             net = MLPNet(X.shape[1], p["hidden"], self._basis.rank, float(p["dropout"]),
                          heteroscedastic=self.heteroscedastic,
@@ -305,7 +307,8 @@ class LowRankDeepPredictor(Predictor):
         outs = []
         for net in self._nets:
             net.eval()
-            mu, var = self._forward_batches(net, Xs)
+            with torch_threads(int(self.params["torch_threads"])):
+                mu, var = self._forward_batches(net, Xs)
             mu = mu.cpu().numpy() * self._z_scale
             if var is not None:  # coefficient variances back to basis units; noise ratio as is
                 var = var.cpu().numpy()
