@@ -105,8 +105,9 @@ class SimConfig:
     edge_sd: float = 0.08                 # edge-well effect per gene
     effect_scale: float = 0.42            # all compound effects (the main realism knob)
     key_program_genes: float = 0.04       # fraction of expressed genes in a key/scaffold program
-    scaffold_strength: float = 0.6        # template-specific (non-transferable) program strength
-    idio_strength: float = 0.35           # compound-private factors
+    scaffold_strength: float = 0.8        # chemotype (template) program: crosses Murcko splits in part
+    murcko_strength: float = 0.35         # per-Murcko-scaffold factors: never transfer across a scaffold split
+    idio_strength: float = 0.15           # compound-private factors (unpredictable)
     stress_strength: float = 0.7          # shared stress response ~ potency^2
     weak_potency: float = 0.18            # potency of an inactive compound
     active_threshold: float = 1.6         # latent activity where compounds turn clearly active
@@ -159,6 +160,7 @@ class Compounds:
     lims_id: list[str]        # user_compound_id; control name for controls
     keys: np.ndarray          # (C, K) 0/1 program keys
     potency: np.ndarray       # (C,)
+    murcko: np.ndarray        # Bemis-Murcko scaffold code; -1 controls
 
 
 def _read_smiles_file(path: str) -> list[str]:
@@ -225,6 +227,7 @@ def _compounds(cfg: SimConfig) -> Compounds:
     template = template[order]
     split = np.array(["train"] * n_lib + ["test"] * cfg.n_test, dtype=object)
     keys = _key_matrix(smiles)
+    murcko = _murcko_codes(smiles)
     strength = np.array([k[2] for k in lib.PROGRAM_KEYS], dtype=np.float64)
     n_templates = int(template.max()) + 1
     template_bias = rng.normal(0.0, 0.5, size=n_templates)
@@ -247,7 +250,15 @@ def _compounds(cfg: SimConfig) -> Compounds:
         lims_id=[str(x) for x in lims] + ctrl_names,
         keys=np.vstack([keys, np.zeros((len(ctrl_names), keys.shape[1]), dtype=np.float32)]),
         potency=np.concatenate([potency, np.zeros(len(ctrl_names))]),
+        murcko=np.concatenate([murcko, -np.ones(len(ctrl_names), dtype=np.int64)]),
     )
+
+
+def _murcko_codes(smiles: list[str]) -> np.ndarray:
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    scaf = [MurckoScaffold.MurckoScaffoldSmiles(s) for s in smiles]
+    return pd.factorize(pd.Series(scaf))[0].astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- genes
@@ -363,6 +374,15 @@ def _programs(cfg: SimConfig, comps: Compounds, genes: Genes) -> Programs:
         loadings.append(_sparse_program(rng, expressed, cfg.key_program_genes, 1.0, pick_p))
         names.append(f"scaffold:{t}")
         cols.append(pot * template_scale[t] * (comps.template == t))
+    # effects shared by one Bemis-Murcko scaffold only: they never cross a scaffold split
+    n_murcko = int(comps.murcko.max()) + 1
+    u = rng.normal(0.0, cfg.murcko_strength, size=(n_murcko + 1, n_idio))
+    u[-1] = 0.0                                  # controls (code -1)
+    mcoef = u[comps.murcko]
+    for j in range(n_idio):
+        loadings.append(_sparse_program(rng, expressed, 2 * cfg.key_program_genes, 1.0, pick_p))
+        names.append(f"murcko:{j}")
+        cols.append(pot * mcoef[:, j])
     idio = rng.normal(0.0, cfg.idio_strength, size=(c, n_idio))
     for j in range(n_idio):
         loadings.append(_sparse_program(rng, expressed, 2 * cfg.key_program_genes, 1.0, pick_p))
@@ -860,6 +880,7 @@ def _write_tables(
         "smiles": comps.smiles,
         "template": comps.template,
         "template_name": [lib.SCAFFOLDS[t][0] if (t >= 0 and cfg.smiles_file is None) else ("" if t < 0 else f"murcko_{t}") for t in comps.template],
+        "murcko_group": comps.murcko,
         "potency": comps.potency,
         "active": comps.potency > cfg.weak_potency * 3,
         "keys": [";".join(n for n, on in zip(key_names, row) if on) for row in comps.keys],
