@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # The suggested configs/deep.toml blocks (the report repeats them).
 DEEP_PARAMS = {
     "mlp": {"rank": 128, "hidden": [512, 256], "epochs": 30, "patience": 4, "batch_size": 256,
-            "lr": 1e-3, "dropout": 0.1},
+            "lr": 2e-3, "dropout": 0.1},
     "fusion": {"rank": 128, "hidden": [512, 256], "epochs": 30, "patience": 4, "batch_size": 256,
-               "lr": 1e-3, "dropout": 0.1, "n_members": 5, "warmup_epochs": 3,
+               "lr": 2e-3, "dropout": 0.1, "n_members": 5, "warmup_epochs": 3,
                "support_k": 10, "support_threshold": 0.5},
 }
 
@@ -59,6 +59,23 @@ def build_config(args):
                   "metrics": ["mejia", "proxy"], "bootstrap_resamples": args.bootstrap},
            "output": {"uncertainty_sample": 20000}, "predictors": predictors}
     return config_from_dict(raw, source="benchmarks/bench_deep_cv.py")
+
+
+def calibration_rows(path: Path) -> list[tuple]:
+    """Coverage of the predicted std on the runner's sampled (error, std) cells, per predictor."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    if not path.exists():
+        return []
+    u = pd.read_parquet(path)
+    rows = []
+    for name, g in u.groupby("predictor", observed=True):
+        z = np.abs(g["error"].to_numpy()) / np.maximum(g["std"].to_numpy(), 1e-12)
+        rho = spearmanr(np.abs(g["error"]), g["std"]).statistic
+        rows.append((str(name), float((z <= 1).mean()), float((z <= 2).mean()), float(rho)))
+    return rows
 
 
 def main() -> None:
@@ -100,6 +117,7 @@ def main() -> None:
         scores = res.scores.groupby(["predictor", "metric"], observed=True)["wmse"].mean().unstack()
         diag = res.diagnostics
         cost = diag[diag.counter.isin(["fit_s", "predict_s"])].groupby("predictor")["value"].sum()
+        calib = calibration_rows(out / "uncertainty.parquet")
     base = scores.loc["mean"] if "mean" in scores.index else None
     print(f"\n### bench_deep_cv: {what}, {cfg.folds}-fold scaffold CV (data {t_data:.1f} s, CV {t_cv:.1f} s)\n")
     print("| predictor | mejia wMSE | / mean | proxy wMSE | fit + predict s (all folds) |")
@@ -108,6 +126,11 @@ def main() -> None:
         row = scores.loc[name]
         ratio = row["mejia"] / base["mejia"] if base is not None else float("nan")
         print(f"| {name} | {row['mejia']:.4f} | {ratio:.3f} | {row['proxy']:.4f} | {cost.get(name, float('nan')):.1f} |")
+    if calib:
+        print("\n| predictor (sampled cells) | coverage 1 sd (0.683) | coverage 2 sd (0.954) | Spearman abs(err) vs std |")
+        print("|---|---:|---:|---:|")
+        for row in calib:
+            print("| {} | {:.3f} | {:.3f} | {:.3f} |".format(*row))
     print(f"\nparams: {DEEP_PARAMS if not (args.epochs or args.rank or args.hidden or args.members) else [p.params for p in cfg.predictors if p.kind in ('mlp', 'fusion')]}")
 
 

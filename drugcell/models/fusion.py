@@ -30,7 +30,7 @@ FUSION_DEFAULTS = {
     **COMMON_DEFAULTS,
     "n_members": 5,            # ensemble of seeds
     "warmup_epochs": 3,        # MSE epochs before the Gaussian NLL takes over
-    "nll_beta": 0.5,           # beta-NLL (keeps the mean fit close to MSE); 0 = plain Gaussian NLL
+    "nll_beta": 1.0,           # beta-NLL: 1 gives the mean exactly the MSE gradient; 0 = plain NLL
     "min_var": 1e-4,           # variance floor of the head, in standardised coefficient units
     "support_k": 10,           # top-k for the mean top-k similarity
     "support_threshold": 0.5,  # similarity above which a training compound counts as support

@@ -42,7 +42,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "basis_weight_power": 0.5,    # gene scale = mean Mejia weight ** power (0 = unweighted)
     "hidden": [512, 256],         # hidden layer widths
     "dropout": 0.1,
-    "lr": 1e-3,
+    "lr": 2e-3,
     "weight_decay": 1e-4,         # AdamW
     "batch_size": 256,
     "epochs": 30,                 # maximum; early stopping usually ends sooner
