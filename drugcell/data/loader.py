@@ -294,7 +294,8 @@ class _WideParquet(_Counts):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
+        # no memory map: mapped pages of the 2.4 GB file would count toward the peak RSS
+        self.pf = pq.ParquetFile(path, memory_map=False, pre_buffer=False)
         schema = self.pf.schema_arrow
         names = list(schema.names)
         if vcpi.GENE_COL not in names:
