@@ -83,6 +83,15 @@ def run_demo(
     _say(ranking.to_string(float_format=lambda v: f"{v:.4f}"))
     best = res.best(cfg.metrics[0])
     _say(f"\nbest under {cfg.metrics[0]}: {best}   (full report: {out / 'run' / 'summary.md'})")
+    if (out / "run" / "uncertainty.parquet").exists():
+        from drugcell.evaluation.calibration import calibrate_run
+
+        cal = calibrate_run(out / "run")
+        pooled = cal.summary[cal.summary["fold"].astype(str) == "all"]
+        for r in pooled.itertuples(index=False):
+            _say(f"      calibration {r.predictor}: 1/2-sigma coverage {r.coverage_1sigma:.2f}/{r.coverage_2sigma:.2f} "
+                 f"raw, {r.coverage_1sigma_scaled:.2f}/{r.coverage_2sigma_scaled:.2f} with held-out scale "
+                 f"(s = {r.scale:.2f}); plots in {out / 'run'}")
 
     t = time.perf_counter()
     _say(f"[4/5] submit: refit {best} on all training compounds, predict {n_test} test compounds")

@@ -18,7 +18,7 @@ from drugcell.errors import DrugcellInputError
 
 DATA_FILES = (
     "train_counts.parquet", "train_metadata.parquet", "train_chemistry.parquet", "gene_filter.csv",
-    "test_compounds.csv", "test_truth.parquet", "sim_compounds.parquet", "sim_programs.parquet",
+    "test_compounds.csv", "test_truth.parquet", "test_weights.parquet", "sim_compounds.parquet", "sim_programs.parquet",
 )
 MINI = dict(n_compounds=30, n_genes=300, n_test=5)
 
@@ -303,3 +303,27 @@ def test_positive_control_random_vs_scaffold_split():
     m_scaf, k_scaf = _knn_vs_mean(es, sim, te, tr)
     assert k_rand < 0.6 * m_rand
     assert k_scaf > 0.95 * m_scaf
+
+
+def test_test_weights_equal_the_contest_recipe(tmp_path):
+    """test_weights.parquet equals contest_scorer.compute_mejia_weights on the simulated wells
+    (library over all genes; every contest-condition well, train and test, is a sample)."""
+    import contest_scorer as cs
+    from drugcell.data.simulate import _batch_counts, _gene_batches, _world, config_for
+
+    files = simulate_vcpi(tmp_path / "sim", preset="tiny", n_genes=400, seed=3)
+    cfg = config_for("tiny", n_genes=400, seed=3)
+    world = _world(cfg)
+    counts = np.hstack([_batch_counts(world, g0, g1, b) for b, (g0, g1) in
+                        enumerate(_gene_batches(cfg.n_genes, cfg.gene_batch))])  # wells x genes
+    wells = world.wells
+    lib = counts.sum(axis=1)
+    train = ~wells.is_test & ~world.is_off
+    use = np.flatnonzero((train & (lib > 0)) | wells.is_test)
+    ids = np.asarray(world.comps.lims_id, dtype=object)[wells.compound[use]].astype(str)
+    frame = pd.DataFrame(counts[use].T, columns=[f"w{i}" for i in use])
+    frame.insert(0, "gene_id", world.genes.ids)
+    meta = pd.DataFrame({"sequenced_id": [f"w{i}" for i in use], "compound": ids})
+    got = pd.read_parquet(files["test_weights"]).set_index("gene_id")
+    want = cs.compute_mejia_weights(frame, meta, gene_filter=list(got.index), library="all")
+    np.testing.assert_allclose(got.to_numpy(), want.loc[got.index, got.columns].to_numpy(), rtol=1e-4, atol=1e-7)

@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contest_scorer.weights import minmax_square_normalize, t_vs_rest
 from drugcell.data import molecules_library as lib
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_path, provenance, write_json
@@ -641,7 +642,8 @@ def simulate_vcpi(
     """Write a simulated VCPI data set into ``out_dir``; return ``{name: path}`` of the files.
 
     Files: train_counts.parquet, train_metadata.parquet, train_chemistry.parquet, gene_filter.csv,
-    test_compounds.csv, test_truth.parquet (the held-out answer), sim_compounds.parquet (ground
+    test_compounds.csv, test_truth.parquet (the held-out answer), test_weights.parquet (Mejia
+    weights of the test compounds, official layout), sim_compounds.parquet (ground
     truth per compound: template, keys, potency), sim_programs.parquet (the gene programs:
     program, gene_id, natural-log loading) and synth_manifest.json.
     """
@@ -691,6 +693,11 @@ def simulate_vcpi(
     test_n = np.bincount(test_codes).astype(np.float64)
     keep_genes: list[np.ndarray] = []
     test_sums: list[np.ndarray] = []
+    test_abs_t: list[np.ndarray] = []
+    # Mejia weights of the test compounds (the leaderboard's weights for them): t vs every other
+    # contest-condition well, train and test, with the library over all genes (pass 1's sizes).
+    all_w = np.concatenate([ok, test_w])
+    inv_all = 1e6 / libsize[all_w].astype(np.float64)
     counts_path = out / "train_counts.parquet"
     schema = pa.schema([("gene_id", pa.string())] + [(s, pa.int32()) for s in sample_ids])
     group_rows = cfg.gene_batch * cfg.row_group_batches
@@ -712,7 +719,13 @@ def simulate_vcpi(
                 lt = np.log2(cnt[test_w][:, passed].astype(np.float64) * inv_test[:, None] + 1.0)
                 sums = np.zeros((len(test_comp), int(passed.sum())))
                 np.add.at(sums, test_codes, lt)
-                test_sums.append(sums / test_n[:, None])
+                mean_p = sums / test_n[:, None]
+                test_sums.append(mean_p)
+                ss = np.zeros_like(sums)
+                np.add.at(ss, test_codes, (lt - mean_p[test_codes]) ** 2)
+                var_p = ss / np.maximum(test_n - 1.0, 1.0)[:, None]
+                la = np.log2(cnt[all_w][:, passed].astype(np.float64) * inv_all[:, None] + 1.0)
+                test_abs_t.append(np.abs(t_vs_rest(mean_p, var_p, test_n, la.sum(0), (la * la).sum(0), len(all_w))))
                 buf[:, filled: filled + (g1 - g0)] = cnt[train_w]
                 filled += g1 - g0
                 if filled == buf.shape[1] or g1 == cfg.n_genes:
@@ -726,10 +739,11 @@ def simulate_vcpi(
         bar.close()
     scored = np.concatenate(keep_genes)
     test_expr = np.hstack(test_sums)
+    test_weights = minmax_square_normalize(np.hstack(test_abs_t))  # test compounds x scored genes
 
     paths = {"train_counts": counts_path}
     paths.update(_write_tables(out, cfg, world, sample_ids, train_w, libsize, ngenes3, mito, ribo,
-                               scored, test_comp, test_expr))
+                               scored, test_comp, test_expr, test_weights))
     manifest = provenance(
         config=asdict(cfg), seed=cfg.seed, command="drugcell synth",
         files={k: str(v.name) for k, v in paths.items()},
@@ -782,7 +796,7 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
 def _write_tables(
     out: Path, cfg: SimConfig, world: _World, sample_ids: list[str], train_w: np.ndarray,
     libsize: np.ndarray, ngenes3: np.ndarray, mito: np.ndarray, ribo: np.ndarray,
-    scored: np.ndarray, test_comp: np.ndarray, test_expr: np.ndarray,
+    scored: np.ndarray, test_comp: np.ndarray, test_expr: np.ndarray, test_weights: np.ndarray,
 ) -> dict[str, Path]:
     comps, w, genes = world.comps, world.wells, world.genes
     rng = _rng(cfg.seed, 8)
@@ -871,6 +885,11 @@ def _write_tables(
     })
     paths["test_truth"] = out / "test_truth.parquet"
     _write_parquet(paths["test_truth"], truth)
+    # the official weights layout: gene_id + one column per test compound
+    wdf = pd.DataFrame(test_weights[order].T.astype(np.float32), columns=test_ids[order].astype(str))
+    wdf.insert(0, "gene_id", genes.ids[scored].astype(str))
+    paths["test_weights"] = out / "test_weights.parquet"
+    _write_parquet(paths["test_weights"], wdf)
 
     key_names = [k[0] for k in lib.PROGRAM_KEYS]
     sim = pd.DataFrame({
