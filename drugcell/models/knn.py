@@ -121,6 +121,7 @@ class KNNPredictor(Predictor):
         want_std = bool(self.params["std"])
         std = np.empty((n, n_genes), dtype=np.float32) if want_std else None
         has_all = np.zeros(n, dtype=bool)
+        y2 = np.square(self.train_y_) if want_std else None  # float32, once per predict call
         for start in range(0, n, _QUERY_CHUNK):
             stop = min(start + _QUERY_CHUNK, n)
             sim = np.asarray(tanimoto(bits[start:stop], train_bits), dtype=np.float32)
@@ -132,7 +133,7 @@ class KNNPredictor(Predictor):
             block[~has] = self.mean_
             mean[start:stop] = block
             if want_std:
-                std[start:stop] = self._weighted_std(weights, block, has)
+                std[start:stop] = self._weighted_std(weights, block, has, y2)
             has_all[start:stop] = has
         info = {
             "n_unparsed": float((~ok).sum()),
@@ -140,7 +141,7 @@ class KNNPredictor(Predictor):
         }
         return Prediction(mean=mean, std=std, info=info)
 
-    def _weighted_std(self, weights: sp.csr_matrix, mu: np.ndarray, has: np.ndarray) -> np.ndarray:
+    def _weighted_std(self, weights: sp.csr_matrix, mu: np.ndarray, has: np.ndarray, y2: np.ndarray) -> np.ndarray:
         """Neighbour spread, shrunk towards the training spread so it is never 0.
 
         var = (n_eff * sum_j w_j (y_j - mu)^2 + c * sd_train^2) / (n_eff + c), with the Kish
@@ -149,13 +150,13 @@ class KNNPredictor(Predictor):
         """
         c = float(self.params["std_prior"])
         prior = self.sd_.astype(np.float64) ** 2
-        out = np.empty_like(mu)
+        w = weights.astype(np.float32)  # float32 product: no float64 copy of Y^2
+        # sum_j w_j (y_j - mu)^2 = sum_j w_j y_j^2 - mu^2 (the weights of a row sum to 1): one
+        # sparse product with Y^2 for the whole block instead of a Python loop over compounds
+        second = np.asarray(w @ y2, dtype=np.float64)
+        var = np.maximum(second - mu.astype(np.float64) ** 2, 0.0)
+        w64 = weights.astype(np.float64)
+        n_eff = 1.0 / np.maximum(np.asarray(w64.multiply(w64).sum(axis=1)).ravel(), 1e-300)
+        out = np.sqrt((n_eff[:, None] * var + c * prior) / (n_eff[:, None] + c)).astype(np.float32)
         out[~has] = self.sd_
-        for i in np.flatnonzero(has):
-            lo, hi = weights.indptr[i], weights.indptr[i + 1]
-            cols, w = weights.indices[lo:hi], weights.data[lo:hi].astype(np.float64)
-            diff = self.train_y_[cols] - mu[i]
-            var = w @ (diff * diff)
-            n_eff = 1.0 / float(w @ w)
-            out[i] = np.sqrt(np.maximum((n_eff * var + c * prior) / (n_eff + c), 0.0))
         return out
