@@ -21,12 +21,14 @@ exposed as their (G, C) transpose (Fortran order), so no second 730 MB array is 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import mmap
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -51,6 +53,8 @@ WeightsLibrary = Literal["scored", "all"]
 DEFAULT_BATCH_SIZE = vcpi.DEFAULT_BATCH_SIZE
 _MAX_SHOW = 5
 _WHOLE_HASH_LIMIT = 64 << 20  # hash files up to 64 MB whole; bigger parquet files by footer
+_READ_BUFFER = 1 << 18  # parquet read buffer (bytes)
+_READ_AHEAD = 2  # batches read and decoded at once by worker threads while one is computed
 
 
 def _show(ids: Sequence[object]) -> str:
@@ -316,11 +320,43 @@ class _WideParquet(_Counts):
         if genes.null_count:
             raise DrugcellInputError(f"counts file {path}: {genes.null_count} row(s) have no gene_id")
         self.genes = np.asarray(genes.to_pandas().astype(str).to_numpy(), dtype=object)
+        self._local = threading.local()
 
     def fetch(self, names: list[str]) -> pa.Table:
-        return self.pf.read(columns=names, use_threads=True)
+        """Single-threaded read (the loader runs two of these at once): each thread has its own
+        reader over the already parsed footer; a 256 KiB read buffer costs 30 % less CPU than
+        unbuffered reads of the many small column chunks."""
+        pf = getattr(self._local, "pf", None)
+        if pf is None:
+            pf = self._local.pf = pq.ParquetFile(self.path, metadata=self.pf.metadata, memory_map=False,
+                                                 pre_buffer=False, buffer_size=_READ_BUFFER)
+        return pf.read(columns=names, use_threads=_READ_AHEAD == 1)
 
     def decode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        types = set(table.schema.types)
+        if (len(types) == 1 and pa.types.is_integer(next(iter(types))) and table.num_columns
+                and not any(c.null_count for c in table.columns)):
+            return self._decode_block(table)
+        return self._decode_columns(table)
+
+    def _decode_block(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Null-free integer columns of one type: one C++ pass into a (b, n_genes) block (pandas
+        consolidates same-typed columns), then vectorised checks, sums and the scored gather; 2x
+        cheaper than per-column ``to_numpy`` (each a concatenation of the row-group chunks)."""
+        block = table.to_pandas(split_blocks=False, use_threads=False).to_numpy().T
+        if not block.flags.c_contiguous:  # not the consolidated block layout: a copy, still right
+            block = np.ascontiguousarray(block)
+        if block.dtype.kind == "i":
+            low = block.min(axis=1)
+            if (low < 0).any():
+                i = int(np.flatnonzero(low < 0)[0])
+                _check_values(block[i], path=self.path, sample=table.column_names[i])
+        lib = block.sum(axis=1, dtype=np.int64).astype(np.float64)
+        out = np.take(block, self.scored_rows, axis=1)
+        return lib, out, out.sum(axis=1, dtype=np.int64).astype(np.float64)
+
+    def _decode_columns(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Any numeric columns (floats, nulls, mixed widths): one column at a time."""
         b, gs = table.num_columns, len(self.scored_rows)
         lib = np.empty(b, dtype=np.float64)
         types = table.schema.types
@@ -565,30 +601,37 @@ class _Stats:
 
     def put(self, grp: np.ndarray, n: np.ndarray, sum_t: np.ndarray, mean_u: np.ndarray | None,
             m2: np.ndarray | None) -> None:
-        """Store complete groups (rows of the per-batch arrays)."""
+        """Store complete groups (rows of the per-batch arrays, which are scaled in place: no
+        float64 temporaries). Threads may call it at once for disjoint groups."""
         self.n[grp] = n
         lib = grp < self.n_lib
-        nn = n[:, None].astype(np.float64)
-        if lib.all():
-            self.expr[grp] = sum_t / nn
+        if not lib.all():
+            if lib.any():
+                self.put(grp[lib], n[lib], sum_t[lib], None if mean_u is None else mean_u[lib],
+                         None if m2 is None else m2[lib])
+            c = ~lib
+            rows = grp[c] - self.n_lib
+            nn = n[c][:, None].astype(np.float64)
+            self.ctrl_expr[rows] = sum_t[c] / nn
             if self.weights:
-                self.mean_u[grp] = mean_u
-                self.var[grp] = m2 / np.maximum(nn - 1.0, 1.0)
+                self.ctrl_mean_u[rows] = mean_u[c]
+                self.ctrl_var[rows] = m2[c] / np.maximum(nn - 1.0, 1.0)
             return
-        if lib.any():
-            self.put(grp[lib], n[lib], sum_t[lib], None if mean_u is None else mean_u[lib],
-                     None if m2 is None else m2[lib])
-        rows = grp[~lib] - self.n_lib
-        self.n[grp[~lib]] = n[~lib]
-        self.ctrl_expr[rows] = sum_t[~lib] / nn[~lib]
+        if (n == 1).all():
+            self.expr[grp] = sum_t
+        else:
+            sum_t *= (1.0 / n[:, None]).astype(sum_t.dtype)
+            self.expr[grp] = sum_t
         if self.weights:
-            self.ctrl_mean_u[rows] = mean_u[~lib]
-            self.ctrl_var[rows] = m2[~lib] / np.maximum(nn[~lib] - 1.0, 1.0)
+            self.mean_u[grp] = mean_u
+            if not (n <= 2).all():
+                m2 *= (1.0 / np.maximum(n - 1.0, 1.0))[:, None]
+            self.var[grp] = m2
 
     def merge(self, k: int, n: int, sum_t: np.ndarray, mean_u: np.ndarray | None, m2: np.ndarray | None) -> None:
         """Chan's pairwise update for a group split across batches."""
         if k not in self.acc:
-            self.acc[k] = [n, sum_t.copy(), None if mean_u is None else mean_u.copy(),
+            self.acc[k] = [n, sum_t.astype(np.float64), None if mean_u is None else mean_u.copy(),
                            None if m2 is None else m2.copy()]
             return
         a = self.acc[k]
@@ -608,55 +651,77 @@ class _Stats:
 
 
 class _Work:
-    """Reusable float64 work buffers (avoids page-faulting fresh arrays every batch)."""
+    """Reusable work buffers (a fresh array costs about 1 ms per MB in page faults here): the
+    target's L (float32 unless it doubles as the weights' L) and the weights' L (float64)."""
 
-    def __init__(self, rows: int, cols: int) -> None:
-        self.a = np.empty((rows, cols))
-        self.b = np.empty((rows, cols))
+    def __init__(self, rows: int, cols: int, *, weights: bool, library: WeightsLibrary) -> None:
+        shared = weights and library == "all"
+        self.t = np.empty((rows, cols), dtype=np.float64 if shared else np.float32)
+        self.w = self.t if shared else (np.empty((rows, cols)) if weights else None)
 
-    def views(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.a[:rows], self.b[:rows]
+    def views(self, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.t[:rows], None if self.w is None else self.w[:rows]
 
 
 def _log_cpm(counts: np.ndarray, lib: np.ndarray, out: np.ndarray) -> np.ndarray:
-    np.multiply(counts, (1e6 / lib)[:, None], out=out)
+    """log2(CPM + 1) in ``out``'s precision; ``lib`` has the shape of ``counts`` minus its last axis.
+    float32 is enough for the target (errors ~2e-7); the weights' variances need float64."""
+    scale = (1e6 / lib).astype(out.dtype)[..., None]
+    np.multiply(counts, scale, out=out, dtype=out.dtype)
     out += 1.0
     return np.log2(out, out=out)
 
 
-def _group_stats_blocks(lt: np.ndarray, lw: np.ndarray | None, blocks) -> list[tuple]:
-    """Per-block (groups, n, sum of lt, mean of lw, M2 of lw) from the replicate-major layout.
-    ``lw`` is overwritten; it may be ``lt`` itself (weights library "all": sums are taken first)."""
+# a piece of a batch: (r0, m, groups of the block, i0, i1) = groups i0:i1 of the block whose
+# rows r0 + j*k + i hold replicate j of group i (k = len(groups)); pieces never share a group
+_Piece = tuple[int, int, np.ndarray, int, int]
+
+
+def _pieces_stats(counts: np.ndarray, lib: np.ndarray, lib_s: np.ndarray, lt: np.ndarray,
+                  lw: np.ndarray | None, pieces: Sequence[_Piece], library: WeightsLibrary) -> list[tuple]:
+    """Per piece (groups, n, sum of target L, mean of weights L, M2 of weights L), the log-CPM
+    computed on the piece's rows only (so two threads can share one batch). ``lw`` is used as
+    scratch; it may be ``lt`` itself (weights library "all": sums are taken first)."""
     out = []
-    g = lt.shape[1]
-    for r0, m, grp in blocks:
+    g = counts.shape[1]
+    same = lw is lt
+    for r0, m, grp, i0, i1 in pieces:
         k = len(grp)
         rows = slice(r0, r0 + m * k)
-        tb = lt[rows].reshape(m, k, g)
-        sum_t = tb[0] + tb[1] if m == 2 else tb.sum(axis=0)
+        c = counts[rows].reshape(m, k, g)[:, i0:i1]
+        tb = lt[rows].reshape(m, k, g)[:, i0:i1]
+        _log_cpm(c, lib[rows].reshape(m, k)[:, i0:i1], tb)
+        if m == 1:
+            sum_t = tb[0].copy()
+        elif m == 2:
+            sum_t = np.add(tb[0], tb[1])
+        else:  # float64 sums: many replicates (controls) would lose digits in float32
+            sum_t = tb.sum(axis=0, dtype=np.float64)
         mean = m2 = None
         if lw is not None:
-            wb = lw[rows].reshape(m, k, g)
+            wb = lw[rows].reshape(m, k, g)[:, i0:i1]
+            if not same:
+                _log_cpm(c, (lib_s if library == "scored" else lib)[rows].reshape(m, k)[:, i0:i1], wb)
             if m == 1:
-                mean, m2 = wb[0].copy(), np.zeros((k, g))
+                mean, m2 = wb[0].copy(), np.zeros((i1 - i0, g))
             elif m == 2:  # the common case: mean and M2 of two values without a pass over both
-                mean = sum_t.copy() if lw is lt else wb[0] + wb[1]
+                mean = np.add(wb[0], wb[1])
                 m2 = np.subtract(wb[0], wb[1])
                 np.square(m2, out=m2)
                 m2 *= 0.5
                 mean *= 0.5
             else:
-                mean = sum_t.copy() if lw is lt else wb.sum(axis=0)
+                mean = sum_t.copy() if same else wb.sum(axis=0)
                 mean /= m
                 wb -= mean[None]
                 np.square(wb, out=wb)
                 m2 = wb.sum(axis=0)
-        out.append((grp, np.full(k, m), sum_t, mean, m2))
+        out.append((grp[i0:i1], np.full(i1 - i0, m), sum_t, mean, m2))
     return out
 
 
 def _group_stats_generic(lt: np.ndarray, lw: np.ndarray | None, grp: np.ndarray) -> list[tuple]:
-    """Same as the block path for any row order (used when empty libraries broke the layout)."""
+    """Same as the piece path for any row order (used when empty libraries broke the layout)."""
     groups, codes = np.unique(grp, return_inverse=True)
     n = np.bincount(codes, minlength=len(groups))
     ind = sparse.csr_matrix((np.ones(len(grp)), (codes, np.arange(len(grp)))), shape=(len(groups), len(grp)))
@@ -670,9 +735,39 @@ def _group_stats_generic(lt: np.ndarray, lw: np.ndarray | None, grp: np.ndarray)
     return [(groups, n, sum_t, mean, m2)]
 
 
+def _totals_and_put(stats: _Stats, split: np.ndarray, parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Shift the means, this share's per-gene totals (sum u, sum u^2), store the complete
+    groups; returns the totals and the parts of split groups (merged by the caller, serially)."""
+    g = stats.total_u.shape[0]
+    tot_u, tot_uu = np.zeros(g), np.zeros(g)
+    later = []
+    for part in parts:
+        grp, n, _, mean, m2 = part
+        if mean is not None:
+            mean -= stats.shift  # -> mean of u = L - shift
+            if (n == n[0]).all():
+                tot_u += mean.sum(axis=0) * float(n[0])
+                sq = np.square(mean)
+                sq *= float(n[0])
+                sq += m2
+                tot_uu += sq.sum(axis=0)
+            else:
+                nn = n[:, None].astype(np.float64)
+                tot_u += (nn * mean).sum(axis=0)
+                tot_uu += (m2 + nn * mean * mean).sum(axis=0)
+        if split[grp].any():
+            later.append(part)
+        else:
+            stats.put(*part)
+    return tot_u, tot_uu, later
+
+
 def _process_batch(stats: _Stats, work: _Work, plan: _Plan, batch, lib: np.ndarray,
                    counts: np.ndarray, lib_scored: np.ndarray, library: WeightsLibrary,
-                   summary: LoadSummary) -> None:
+                   summary: LoadSummary, pool: concurrent.futures.Executor | None = None) -> None:
+    """One batch: log-CPM, group statistics, per-gene totals, stores. With ``pool`` (2 threads)
+    each block's groups are halved between the threads (numpy releases the GIL); the first
+    batch runs alone since it fixes the shift."""
     lo, hi, blocks = batch
     grp = plan.group[lo:hi]
     valid = lib > 0
@@ -688,25 +783,39 @@ def _process_batch(stats: _Stats, work: _Work, plan: _Plan, batch, lib: np.ndarr
     if b == 0:
         return
     lt, lw = work.views(b)
-    _log_cpm(counts, lib, lt)
-    if not stats.weights:
-        lw = None
-    elif library == "all":
-        lw = lt
-    else:
-        _log_cpm(counts, lib_scored, lw)
     stats.n_total += b
-    parts = _group_stats_blocks(lt, lw, blocks) if intact else _group_stats_generic(lt, lw, grp)
-    if lw is not None:
-        if stats.shift is None:  # a per-gene constant so the totals below do not cancel
+    if intact:
+        pieces = [(r0, m, gs, 0, len(gs)) for r0, m, gs in blocks]
+    else:
+        _log_cpm(counts, lib, lt)
+        if lw is not None and lw is not lt:
+            _log_cpm(counts, lib_scored if library == "scored" else lib, lw)
+        pieces = None
+    if stats.shift is None or pool is None or not intact:
+        parts = (_pieces_stats(counts, lib, lib_scored, lt, lw, pieces, library) if intact
+                 else _group_stats_generic(lt, lw, grp))
+        if lw is not None and stats.shift is None:  # a per-gene constant so the totals do not cancel
             stats.shift = sum((p[1][:, None] * p[3]).sum(axis=0) for p in parts) / b
-        for grp_, n, _, mean, m2 in parts:
-            mean -= stats.shift  # -> mean of u = L - shift
-            nn = n[:, None].astype(np.float64)
-            stats.total_u += (nn * mean).sum(axis=0)
-            stats.total_uu += (m2 + nn * mean * mean).sum(axis=0)
-    for part in parts:
-        stats.emit(plan.split, *part)
+        shares = [_totals_and_put(stats, plan.split, parts)]
+    else:
+        halves: list[list[_Piece]] = [[], []]
+        for r0, m, gs, _, k in pieces:
+            h = (k + 1) // 2
+            halves[0].append((r0, m, gs, 0, h))
+            if h < k:
+                halves[1].append((r0, m, gs, h, k))
+
+        def run(half: list[_Piece]) -> tuple:
+            return _totals_and_put(stats, plan.split,
+                                   _pieces_stats(counts, lib, lib_scored, lt, lw, half, library))
+
+        shares = list(pool.map(run, halves))
+    for tot_u, tot_uu, later in shares:
+        if lw is not None:
+            stats.total_u += tot_u
+            stats.total_uu += tot_uu
+        for part in later:
+            stats.emit(plan.split, *part)
 
 
 def _mejia_rows(mean_u: np.ndarray, var: np.ndarray, n_p: np.ndarray, mu: np.ndarray, ss_all: np.ndarray,
@@ -930,19 +1039,23 @@ def load_vcpi(
     stats = _Stats(n_lib, n_ctrl, len(genes), weights=compute_w,
                    scratch_dir=None if scratch_dir is None else Path(scratch_dir))
     largest = max(b[1] - b[0] for b in plan.batches)
-    work = _Work(largest, len(genes))
+    work = _Work(largest, len(genes), weights=compute_w, library=opt.weights_library)
     bar = tqdm(total=len(plan.names), desc="load counts", unit="sample",
                disable=None if progress is None else not progress)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        # the worker reads and decodes batch i+1 (pyarrow and numpy release the GIL) while this
-        # thread computes batch i
-        fut = pool.submit(src.read, plan.names[plan.batches[0][0]:plan.batches[0][1]])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_READ_AHEAD) as pool, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=2) as halves:
+        # workers read and decode the next batches (pyarrow and numpy release the GIL) while
+        # this thread computes batch i, itself on two threads (``halves``)
+        ahead: collections.deque = collections.deque()
+        nxt = 0
         for i, batch in enumerate(plan.batches):
-            lib, sub, lib_s = fut.result()
-            if i + 1 < len(plan.batches):
-                nlo, nhi, _ = plan.batches[i + 1]
-                fut = pool.submit(src.read, plan.names[nlo:nhi])
-            _process_batch(stats, work, plan, batch, lib, sub, lib_s, opt.weights_library, summary)
+            while nxt < len(plan.batches) and len(ahead) < _READ_AHEAD:
+                nlo, nhi, _ = plan.batches[nxt]
+                ahead.append(pool.submit(src.read, plan.names[nlo:nhi]))
+                nxt += 1
+            lib, sub, lib_s = ahead.popleft().result()
+            _process_batch(stats, work, plan, batch, lib, sub, lib_s, opt.weights_library, summary,
+                           pool=halves)
             if i % 8 == 7:
                 stats.release()
             bar.update(batch[1] - batch[0])
