@@ -35,6 +35,22 @@ def morgan_features(smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return bits, ok
 
 
+def _column_mean_std(y: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std in float64, in row chunks (numpy's ``std`` on a 14k x
+    13k float32 matrix makes two full float64 temporaries and takes seconds per fit)."""
+    n = y.shape[0]
+    total = np.zeros(y.shape[1])
+    for i in range(0, n, chunk):
+        total += y[i:i + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / max(n, 1)
+    ss = np.zeros(y.shape[1])
+    for i in range(0, n, chunk):
+        d = y[i:i + chunk].astype(np.float64)
+        d -= mean
+        ss += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(ss / max(n, 1))
+
+
 def neighbour_weights(
     sim: np.ndarray, k: int, kernel: str, temperature: float = 0.1
 ) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -104,8 +120,8 @@ class KNNPredictor(Predictor):
         smiles = [str(s) for s in np.asarray(train.smiles)]
         bits, ok = morgan_features(smiles)
         y = np.asarray(train.expression, dtype=np.float32)
-        self.mean_ = y.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.sd_ = y.std(axis=0, dtype=np.float64).astype(np.float32)
+        mean, sd = _column_mean_std(y)
+        self.mean_, self.sd_ = mean.astype(np.float32), sd.astype(np.float32)
         # Unparseable training compounds can never be neighbours: keep only the parsed ones.
         self.train_bits_ = np.packbits(bits[ok], axis=1)
         self.train_y_ = y if ok.all() else np.ascontiguousarray(y[ok])  # no copy when all parse
