@@ -518,3 +518,17 @@ def test_block_decode_refuses_negative_outside_scored_genes(tmp_path):
     src.bind(np.array([0, 1], dtype=np.int64))
     with pytest.raises(DrugcellInputError, match=r"sample 's2' has negative counts \(min -4\)"):
         src.read(["s0", "s2"])
+
+
+def test_weights_in_small_threaded_chunks_equal_one_chunk(data, monkeypatch):
+    """The Mejia weights computed in compound chunks over two threads equal one chunk."""
+    import functools
+
+    from drugcell.data import loader
+
+    es_one, _ = _load(data, batch_size=4)
+    monkeypatch.setattr(loader, "_finish_weights", functools.partial(loader._finish_weights, chunk=3))
+    es_many, _ = _load(data, batch_size=4)
+    assert es_one.n_compounds > 6
+    np.testing.assert_array_equal(es_many.weights, es_one.weights)
+    np.testing.assert_array_equal(es_many.control_weights, es_one.control_weights)

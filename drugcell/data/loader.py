@@ -884,10 +884,16 @@ def _finish_weights(stats: _Stats, chunk: int = 512, progress: bool | None = Non
     args = (mu, ss_all, v_all, n)
     c = stats.n_lib
     w = stats.mean_u
-    for s in tqdm(range(0, c, chunk), desc="Mejia weights", unit="chunk",
-                  disable=None if progress is None else not progress):
+
+    def rows(s: int) -> None:  # chunks write disjoint rows: two threads (numpy releases the GIL)
         sl = slice(s, min(s + chunk, c))
         w[sl] = _mejia_rows(w[sl], stats.var[sl], n_all[sl], *args)
+
+    starts = range(0, c, chunk)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in tqdm(pool.map(rows, starts), total=len(starts), desc="Mejia weights", unit="chunk",
+                      disable=None if progress is None else not progress):
+            pass
     del stats.var
     ctrl = _mejia_rows(stats.ctrl_mean_u, stats.ctrl_var, n_all[c:], *args)
     return w.T, np.ascontiguousarray(ctrl.T)
