@@ -2,6 +2,7 @@
 
     python benchmarks/bench_load.py --n-samples 2000            # small: both methods
     python benchmarks/bench_load.py --name full --no-in-memory  # the lead's full-scale run
+    python benchmarks/bench_load.py --name full --no-in-memory --fraction 0.33  # a third of it
 
 Data come from ``benchmarks/_cache/<name>`` (``benchmarks/simulate_full.py`` writes ``full``
 there). A missing folder is created with ``drugcell.data.simulate.simulate_vcpi`` when it exists,
@@ -93,6 +94,26 @@ def ensure_data(name: str, n_samples: int, n_genes: int, generator: str = "auto"
     return d
 
 
+def restrict(d: Path, fraction: float, tmp: Path) -> Path:
+    """A view of ``d`` where only ``fraction`` of the compounds (and of the DMSO wells) are in the
+    contest condition (the rest get another cell line, so the loader skips their columns): CPU
+    time on part of the data, with the same file and the same per-batch work."""
+    v = tmp / "part"
+    v.mkdir()
+    for f in FILES:
+        if f != FILES[1]:
+            (v / f).symlink_to((d / f).resolve())
+    meta = pd.read_parquet(d / FILES[1])
+    keys = meta["user_compound_id"].astype(str)
+    step = max(int(round(1 / fraction)), 1)
+    out = pd.factorize(keys)[0] % step != 0
+    dmso = (keys == "DMSO").to_numpy()
+    out[dmso] = np.arange(dmso.sum()) % step != 0
+    meta.loc[out, "cell_line"] = "not-in-condition"
+    meta.to_parquet(v / FILES[1], index=False)
+    return v
+
+
 def measured(code: str) -> dict:
     """Run ``code`` in a child Python under a one-child wrapper; wall time and the child's peak RSS."""
     wrapper = textwrap.dedent(f"""
@@ -121,6 +142,9 @@ def main() -> None:
                     "generator (one row group, like the real file); auto = simulator when present")
     ap.add_argument("--batch-size", type=int, default=None, help="`drugcell load --batch-size` (default: its own)")
     ap.add_argument("--weights-library", default="scored", choices=["scored", "all"])
+    ap.add_argument("--fraction", type=float, default=1.0,
+                    help="load only about this fraction of the compounds (the others are put out of the "
+                    "condition): CPU figures on part of the data while the machine is shared")
     ap.add_argument("--in-memory", action=argparse.BooleanOptionalAction, default=None,
                     help="also time the in-memory contest_scorer recipe (default: only up to 4,000 samples)")
     args = ap.parse_args()
@@ -130,8 +154,11 @@ def main() -> None:
     in_memory = args.in_memory if args.in_memory is not None else n_cols <= 4000
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / "_cache") as tmp:
+        if not 0 < args.fraction <= 1:
+            raise SystemExit("--fraction must be in (0, 1]")
+        run_dir = restrict(d, args.fraction, Path(tmp)) if args.fraction < 1 else d
         cache = Path(tmp) / "cache"
-        cli = ["load", "--data", str(d), "--out", str(cache), "--no-progress", "--weights-library", args.weights_library]
+        cli = ["load", "--data", str(run_dir), "--out", str(cache), "--no-progress", "--weights-library", args.weights_library]
         if args.batch_size:
             cli += ["--batch-size", str(args.batch_size)]
         r = measured(f"import sys; sys.argv = ['drugcell', *{cli!r}]; from drugcell.cli import main; main()")
@@ -148,7 +175,7 @@ def main() -> None:
                 import contest_scorer as cs
                 from drugcell.data import vcpi
                 warnings.simplefilter("ignore")
-                d = {str(d)!r}
+                d = {str(run_dir)!r}
                 meta = pd.read_parquet(d + "/train_metadata.parquet")
                 meta["sequenced_id"] = meta["sequenced_id"].astype(str)
                 ctrl = vcpi.control_ids_of(meta["user_compound_id"])
@@ -173,7 +200,8 @@ def main() -> None:
             rows.append(("in-memory contest_scorer recipe", n_cols, es.n_genes, es.n_compounds, m["wall_s"], m["cpu_s"],
                          m["rss_mb"],
                          f"max abs diff: target {de:.1e}, weights {dw:.1e}"))
-    print(f"\ndata: {d}  (counts {(d / FILES[0]).stat().st_size / 1e6:,.0f} MB, weights library {args.weights_library})\n")
+    print(f"\ndata: {d}  (counts {(d / FILES[0]).stat().st_size / 1e6:,.0f} MB, weights library {args.weights_library}, "
+          f"fraction {args.fraction:g})\n")
     print("| method | samples | genes | compounds | wall s | CPU s | peak RSS MB | check |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name, n, g, c, wall, cpu, rss, note in rows:
