@@ -62,8 +62,7 @@ DEFAULT_BATCH_SIZE = vcpi.DEFAULT_BATCH_SIZE
 _MAX_SHOW = 5
 _WHOLE_HASH_LIMIT = 64 << 20  # hash files up to 64 MB whole; bigger parquet files by footer
 _READ_BUFFER = 1 << 18  # parquet read buffer (bytes)
-_READ_AHEAD = 1  # batches read ahead (one worker; pyarrow reads it on its own threads: measured
-# less CPU and memory than two single-threaded readers)
+_READ_AHEAD = 2  # batches in flight (read, then decoded) while one is computed
 
 
 def _show(ids: Sequence[object]) -> str:
@@ -336,14 +335,15 @@ class _WideParquet(_Counts):
         self._scored_arrow = pa.array(scored_rows, type=pa.int64())
 
     def fetch(self, names: list[str]) -> pa.Table:
-        """Single-threaded read (the loader runs two of these at once): each thread has its own
-        reader over the already parsed footer; a 256 KiB read buffer costs 30 % less CPU than
-        unbuffered reads of the many small column chunks."""
+        """The parquet read (on pyarrow's threads; measured less CPU and memory than two
+        single-threaded readers at once): each calling thread has its own reader over the already
+        parsed footer; a 256 KiB read buffer costs ~30 % less CPU than unbuffered reads of the
+        many small column chunks."""
         pf = getattr(self._local, "pf", None)
         if pf is None:
             pf = self._local.pf = pq.ParquetFile(self.path, metadata=self.pf.metadata, memory_map=False,
                                                  pre_buffer=False, buffer_size=_READ_BUFFER)
-        return pf.read(columns=names, use_threads=_READ_AHEAD == 1)
+        return pf.read(columns=names, use_threads=True)
 
     def decode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         types = set(table.schema.types)
@@ -1064,16 +1064,19 @@ def load_vcpi(
     work = _Work(largest, len(genes), weights=compute_w, library=opt.weights_library)
     bar = tqdm(total=len(plan.names), desc="load counts", unit="sample",
                disable=None if progress is None else not progress)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_READ_AHEAD) as pool, \
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as decoder, \
             concurrent.futures.ThreadPoolExecutor(max_workers=2) as halves:
-        # workers read and decode the next batches (pyarrow and numpy release the GIL) while
-        # this thread computes batch i, itself on two threads (``halves``)
+        # three stages at once (pyarrow and numpy release the GIL): the parquet read of batch i+2
+        # (on pyarrow's threads), the Arrow decode of batch i+1, the compute of batch i (itself on
+        # two threads, ``halves``)
         ahead: collections.deque = collections.deque()
         nxt = 0
         for i, batch in enumerate(plan.batches):
             while nxt < len(plan.batches) and len(ahead) < _READ_AHEAD:
                 nlo, nhi, _ = plan.batches[nxt]
-                ahead.append(pool.submit(src.read, plan.names[nlo:nhi]))
+                fetched = reader.submit(src.fetch, plan.names[nlo:nhi])
+                ahead.append(decoder.submit(lambda f=fetched: src.decode(f.result())))
                 nxt += 1
             lib, sub, lib_s = ahead.popleft().result()
             _process_batch(stats, work, plan, batch, lib, sub, lib_s, opt.weights_library, summary,
