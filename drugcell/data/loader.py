@@ -358,7 +358,7 @@ class _WideParquet(_Counts):
                         "counts must be >= 0"
                     )
         lib = np.array([pc.sum(col).as_py() or 0 for col in table.columns], dtype=np.float64)
-        taken = table.take(self._scored_arrow)
+        taken = table.take(self._scored_arrow).replace_schema_metadata(None)  # no pandas index rules
         out = taken.to_pandas(split_blocks=False, use_threads=False).to_numpy().T
         if not out.flags.c_contiguous:
             out = np.ascontiguousarray(out)
