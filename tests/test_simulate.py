@@ -327,3 +327,13 @@ def test_test_weights_equal_the_contest_recipe(tmp_path):
     got = pd.read_parquet(files["test_weights"]).set_index("gene_id")
     want = cs.compute_mejia_weights(frame, meta, gene_filter=list(got.index), library="all")
     np.testing.assert_allclose(got.to_numpy(), want.loc[got.index, got.columns].to_numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_no_tautomer_pairs_in_the_library():
+    """Two tautomers share an InChIKey first block: the audit would call them one compound, so the
+    generator must never emit both (one could land in training and the other in test)."""
+    from rdkit import Chem
+
+    mols = lib.enumerate_molecules(3000, np.random.default_rng(0))
+    keys = [Chem.MolToInchiKey(Chem.MolFromSmiles(m.smiles))[:14] for m in mols]
+    assert len(set(keys)) == len(keys)

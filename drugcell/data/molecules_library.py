@@ -183,7 +183,9 @@ def enumerate_molecules(
     """Draw ``n`` distinct valid drug-like molecules (canonical SMILES, RDKit-checked).
 
     Scaffolds and substituents are drawn by Zipf popularity; products outside the heavy-atom
-    range, failing to parse, or already seen (canonical SMILES, or in ``exclude``) are redrawn.
+    range, failing to parse, or already seen (canonical SMILES, or in ``exclude``) are redrawn;
+    so are tautomers of a molecule already drawn (same InChIKey first block), which the leak audit
+    would rightly call the same compound if one landed in training and the other in test.
     """
     from rdkit import Chem, RDLogger
 
@@ -194,7 +196,8 @@ def enumerate_molecules(
     out: list[Molecule] = []
     tries = 0
     max_tries = max_tries_factor * max(n, 100)
-    cache: dict[str, str | None] = {}
+    cache: dict[str, tuple[str, str] | None] = {}
+    seen_keys: set[str] = set()
     while len(out) < n:
         tries += 1
         if tries > max_tries:
@@ -206,17 +209,18 @@ def enumerate_molecules(
         subs = {slot: SUBSTITUENTS[int(i)] for slot, i in zip(("R1", "R2", "R3"), rng.choice(len(SUBSTITUENTS), size=3, p=p_sub))}
         raw = fill_template(SCAFFOLDS[k][1], subs)
         if raw in cache:
-            can = cache[raw]
+            hit = cache[raw]
         else:
             mol = Chem.MolFromSmiles(raw)
-            can = None
+            hit = None
             if mol is not None and min_heavy_atoms <= mol.GetNumHeavyAtoms() <= max_heavy_atoms:
-                can = Chem.MolToSmiles(mol)
-            cache[raw] = can
-        if can is None or can in seen:
+                hit = (Chem.MolToSmiles(mol), Chem.MolToInchiKey(mol)[:14])
+            cache[raw] = hit
+        if hit is None or hit[0] in seen or hit[1] in seen_keys:
             continue
-        seen.add(can)
-        out.append(Molecule(can, k))
+        seen.add(hit[0])
+        seen_keys.add(hit[1])
+        out.append(Molecule(hit[0], k))
     return out
 
 
