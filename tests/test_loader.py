@@ -532,3 +532,17 @@ def test_weights_in_small_threaded_chunks_equal_one_chunk(data, monkeypatch):
     assert es_one.n_compounds > 6
     np.testing.assert_array_equal(es_many.weights, es_one.weights)
     np.testing.assert_array_equal(es_many.control_weights, es_one.control_weights)
+
+
+def test_numpy_hugepage_switch_is_restored():
+    """The load turns numpy's huge-page advice off and gives back whatever setting it found."""
+    from drugcell.data.loader import _no_numpy_hugepages
+
+    switch = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        pytest.skip("this numpy has no huge-page switch")
+    for start in (True, False):
+        switch(start)
+        with _no_numpy_hugepages():
+            assert switch(False) is False
+        assert switch(True) is start
