@@ -53,7 +53,7 @@ def run_one(name: str, es, folds: int, resamples: int, deep: bool, out_root: Pat
     table = res.summary[res.summary["metric"] == "mejia"].sort_values("rank")
     keep = [c for c in ("predictor", "mean", "fold_mean", "fold_std", "rank") if c in table.columns]
     cmp = res.comparisons
-    cmp = cmp[(cmp["metric"] == "mejia") & ((cmp["a"] == "mean") | (cmp["b"] == "mean"))] if "a" in cmp.columns else cmp
+    cmp = cmp[(cmp["metric"] == "mejia") & ((cmp["predictor_a"] == "mean") | (cmp["predictor_b"] == "mean"))]
     audit = json.loads((out_root / name / "audit.json").read_text())
     audit_lines = [
         f"- fold {a['fold']}: {a['n_test_scaffold_in_train']}/{a['n_test']} held-out compounds share a "
