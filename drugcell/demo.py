@@ -8,6 +8,7 @@ the simulated held-out truth with the contest scorer.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,9 @@ def _say(msg: str) -> None:
 def run_demo(
     out: str | Path = "demo_out",
     *,
-    n_compounds: int = 600,
-    n_genes: int = 6000,
-    n_test: int = 120,
+    n_compounds: int = 1500,
+    n_genes: int = 20000,
+    n_test: int = 200,
     seed: int = 0,
     config: str | Path | None = None,
     progress: bool = True,
@@ -63,10 +64,14 @@ def run_demo(
 
     t = time.perf_counter()
     _say(f"[2/5] load: one streaming pass to an ExpressionSet cache -> {out / 'cache'}")
-    summary = load_to_cache(out / "cache", files["train_counts"], files["train_metadata"],
-                            files["train_chemistry"], files["gene_filter"], overwrite=True, progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_to_cache(out / "cache", files["train_counts"], files["train_metadata"],
+                      files["train_chemistry"], files["gene_filter"], overwrite=True, progress=progress)
     es = ExpressionSet.load(out / "cache")
-    _say(f"      {es.n_compounds} compounds x {es.n_genes} scored genes; {summary.describe() if hasattr(summary, 'describe') else ''}".rstrip())
+    _say(f"      {es.n_compounds} compounds x {es.n_genes} scored genes, controls {', '.join(es.control_ids)}")
+    for w in caught:
+        _say(f"      note: {w.message}")
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -13,9 +13,9 @@ from drugcell.cli import app
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the simulated data, cache, CV run and submission.")] = Path("demo_out"),
-    n_compounds: Annotated[int, typer.Option(help="Library compounds to simulate.")] = 600,
-    n_genes: Annotated[int, typer.Option(help="Genes in the simulated counts (about 17% pass the CPM filter).")] = 6000,
-    n_test: Annotated[int, typer.Option(help="Held-out test compounds to simulate and submit.")] = 120,
+    n_compounds: Annotated[int, typer.Option(help="Library compounds to simulate.")] = 1500,
+    n_genes: Annotated[int, typer.Option(help="Genes in the simulated counts (about 17% pass the CPM filter).")] = 20000,
+    n_test: Annotated[int, typer.Option(help="Held-out test compounds to simulate and submit.")] = 200,
     config: Annotated[Path | None, typer.Option(help="CV config (TOML); default configs/demo.toml.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for simulation, folds and models.")] = 0,
 ) -> None:
