@@ -239,7 +239,7 @@ RIDGE_SMILES = [
 
 
 def ridge_train(n_genes=6, seed=0):
-    from rdkit import Chem, DataStructs
+    from rdkit import Chem
     from rdkit.Chem import rdFingerprintGenerator
 
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)

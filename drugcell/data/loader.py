@@ -56,6 +56,7 @@ from drugcell import __version__
 from drugcell.data import vcpi
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
+from drugcell.provenance import fingerprint_arrays
 
 WeightsLibrary = Literal["scored", "all"]
 DEFAULT_BATCH_SIZE = vcpi.DEFAULT_BATCH_SIZE
@@ -1191,28 +1192,6 @@ def _official_weights(es: ExpressionSet, path: Path, summary: LoadSummary) -> Ex
     return es
 
 
-def fingerprint_streamed(*arrays: np.ndarray, release: Any = None, rows: int = 256) -> str:
-    """``provenance.fingerprint_arrays`` (the same bytes, so the same digest) without its two
-    whole-array copies (``ascontiguousarray`` of the Fortran-order weights, then ``tobytes``):
-    numeric arrays are hashed in C-order row chunks. ``release`` is called every few chunks to hand
-    back memory-mapped pages. Tested equal to ``fingerprint_arrays``."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a)
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        if a.dtype.kind in "OUS":
-            h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
-        elif a.ndim == 0 or a.size == 0:
-            h.update(np.ascontiguousarray(a).tobytes())
-        else:
-            for i, s in enumerate(range(0, a.shape[0], rows)):
-                h.update(memoryview(np.ascontiguousarray(a[s:s + rows])).cast("B"))
-                if release is not None and i % 16 == 15:
-                    release()
-    return h.hexdigest()[:16]
-
-
 def _release_map(arr: Any) -> None:
     """madvise(DONTNEED) the file mapping behind ``arr`` (or behind a view of it); else nothing."""
     while arr is not None and not isinstance(arr, mmap.mmap):
@@ -1248,7 +1227,7 @@ def load_to_cache(
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
     # the digest ExpressionSet.save would compute, without its whole-array copies (3 GiB budget)
-    es.info["fingerprint"] = fingerprint_streamed(
+    es.info["fingerprint"] = fingerprint_arrays(
         es.compounds, es.genes, es.expression, es.weights, es.smiles, release=lambda: _release_map(es.expression))
     _release_map(es.expression)
     es.save(out)

@@ -226,7 +226,7 @@ class LowRankDeepPredictor(Predictor):
             Xv, Zv = to_tensor(X[val], dev), to_tensor(Z[val], dev)
             n, bs = Xt.shape[0], int(p["batch_size"])
             warm = self._warmup_epochs()
-            best, best_state, best_epoch, bad = math.inf, None, -1, 0
+            best, best_state, bad = math.inf, None, 0
             hist: dict[str, float] = {}
             for epoch in range(int(p["epochs"])):
                 nll_phase = self.heteroscedastic and epoch >= warm
@@ -246,7 +246,7 @@ class LowRankDeepPredictor(Predictor):
                 if self.heteroscedastic and not nll_phase:
                     continue  # the warm-up only shapes the mean; stopping starts with the NLL
                 if best_state is None or crit < best - 1e-6 * abs(best):
-                    best, best_epoch, bad = crit, epoch, 0
+                    best, bad = crit, 0
                     best_state = copy.deepcopy(net.state_dict())
                     hist = {"best_epoch": float(epoch + 1), "val_criterion": float(crit),
                             "val_mse": float(val_mse)}
