@@ -553,3 +553,27 @@ def test_numpy_hugepage_switch_is_restored():
         with _no_numpy_hugepages():
             assert switch(False) is False
         assert switch(True) is start
+
+
+def test_load_decodes_with_the_system_pool_and_restores_the_default(data):
+    """The load switches Arrow to its system-allocator pool (mimalloc's release/refault cycle cost
+    a third of the wall time at full scale) and gives the previous default pool back afterwards."""
+    import pyarrow as pa
+
+    from drugcell.data import loader
+
+    seen = []
+    real = loader._load_vcpi
+
+    def spy(*args, **kwargs):
+        seen.append(pa.default_memory_pool().backend_name)
+        return real(*args, **kwargs)
+
+    before = pa.default_memory_pool().backend_name
+    loader._load_vcpi = spy
+    try:
+        _load(data)
+    finally:
+        loader._load_vcpi = real
+    assert seen == [pa.system_memory_pool().backend_name]
+    assert pa.default_memory_pool().backend_name == before

@@ -975,9 +975,26 @@ def load_vcpi(
 
     ``scratch_dir``: keep the target in a file mapping there during the pass (saves its 730 MB
     from the peak at full scale; the ExpressionSet then holds a memory map)."""
-    with _no_numpy_hugepages():
+    with _no_numpy_hugepages(), _system_arrow_pool():
         return _load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
                           scratch_dir=scratch_dir)
+
+
+@contextlib.contextmanager
+def _system_arrow_pool() -> Any:
+    """Decode with Arrow's system-allocator pool for the load, restored after.
+
+    Each batch decodes ~80 MB of columns and frees them; Arrow's default mimalloc pool hands that
+    memory back to the kernel and faults it in again every batch. Measured at full scale (78,778
+    genes x 32,601 samples, 2 cores): 55.6 s wall (53 s user + 31 s system) with mimalloc against
+    32.4 s (44 s user + 9 s system) with the system pool, peak RSS unchanged (2.4 GB).
+    """
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)
 
 
 @contextlib.contextmanager
