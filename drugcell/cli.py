@@ -25,15 +25,15 @@ app = typer.Typer(
 )
 
 # One line per command module; each registers its commands on `app` when imported.
-COMMAND_MODULES = [
-    "synth",
+COMMAND_MODULES = [  # in the order of the flow, so --help reads like it
     "demo",
-    "calibrate",
-    "cv",
-    "submit",
+    "synth",
     "load",
+    "cv",
+    "calibrate",
+    "submit",
+    "predict",  # fit + predict
     "programs",
-    "predict",
 ]
 
 
