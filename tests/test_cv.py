@@ -300,3 +300,9 @@ def test_cli_cv_writes_a_run(tmp_path):
     bad = CliRunner().invoke(app, ["cv", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "r2"),
                                    "--split", "temporal"])
     assert bad.exit_code != 0 and "cv.split" in str(bad.exception)
+    # the interface: --metric mejia|proxy|variance|all
+    for flag, want in (("mejia", {"mejia"}), ("all", {"mejia", "proxy", "variance"})):
+        res = CliRunner().invoke(app, ["cv", "--data", str(data), "--config", str(cfg), "--out",
+                                       str(tmp_path / f"run_{flag}"), "--metric", flag, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        assert set(pd.read_parquet(tmp_path / f"run_{flag}" / "scores.parquet").metric) == want

@@ -14,6 +14,16 @@ def _split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _metric_list(value: str | None) -> list[str] | None:
+    """`all` means every registered metric, Mejia (the leaderboard's) first."""
+    names = _split_list(value)
+    if names == ["all"]:
+        from drugcell.evaluation.metrics import available
+
+        return ["mejia", *[m for m in available() if m != "mejia"]]
+    return names
+
+
 @app.command()
 def cv(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir (written by `drugcell load`).")],
@@ -23,7 +33,9 @@ def cv(
     folds: Annotated[Optional[int], typer.Option(help="Override cv.folds (number of folds).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Override cv.split: scaffold or random.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override cv.seed (folds, fits, bootstrap).")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Override cv.metrics, comma-separated (mejia,proxy,variance).")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metric", "--metrics",
+        help="Metrics to score: mejia, proxy, variance, a comma list (the first one picks the best), or all.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Override cv.bootstrap_resamples (paired bootstrap).")] = None,
     predictors: Annotated[Optional[str], typer.Option(help="Run only these predictor names, comma-separated.")] = None,
     save_predictions: Annotated[Optional[bool], typer.Option(
@@ -41,7 +53,7 @@ def cv(
     from drugcell.paths import repo_root
 
     cfg = with_overrides(
-        load_config(config or repo_root() / "configs" / "default.toml"), folds=folds, split=split, seed=seed, metrics=_split_list(metrics),
+        load_config(config or repo_root() / "configs" / "default.toml"), folds=folds, split=split, seed=seed, metrics=_metric_list(metrics),
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_,
     )
