@@ -52,28 +52,27 @@ def as_mols(smiles_or_mols: Sequence[Any] | ParsedMolecules) -> list[Chem.Mol | 
     return mols
 
 
+def _morgan(smiles_or_mols, radius: int, n_bits: int, method: str, dtype) -> np.ndarray:
+    """One row per molecule from the generator's ``method``; all-zero rows for failures."""
+    fingerprint = getattr(morgan_generator(radius, n_bits), method)
+    mols = as_mols(smiles_or_mols)
+    out = np.zeros((len(mols), n_bits), dtype=dtype)
+    for i, mol in enumerate(mols):
+        if mol is not None:
+            out[i] = fingerprint(mol)
+    return out
+
+
 def morgan_bits(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
                 n_bits: int = 2048) -> np.ndarray:
     """Morgan (ECFP-like) bit vectors, uint8 (n, n_bits); all-zero rows for unparseable input."""
-    gen = morgan_generator(radius, n_bits)
-    mols = as_mols(smiles_or_mols)
-    out = np.zeros((len(mols), n_bits), dtype=np.uint8)
-    for i, mol in enumerate(mols):
-        if mol is not None:
-            out[i] = gen.GetFingerprintAsNumPy(mol)
-    return out
+    return _morgan(smiles_or_mols, radius, n_bits, "GetFingerprintAsNumPy", np.uint8)
 
 
 def morgan_counts(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
                   n_bits: int = 2048) -> np.ndarray:
     """Morgan count vectors (how often each hashed environment occurs), float32 (n, n_bits)."""
-    gen = morgan_generator(radius, n_bits)
-    mols = as_mols(smiles_or_mols)
-    out = np.zeros((len(mols), n_bits), dtype=np.float32)
-    for i, mol in enumerate(mols):
-        if mol is not None:
-            out[i] = gen.GetCountFingerprintAsNumPy(mol)
-    return out
+    return _morgan(smiles_or_mols, radius, n_bits, "GetCountFingerprintAsNumPy", np.float32)
 
 
 def rdkit_bitvects(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,

@@ -68,12 +68,6 @@ def best_predictor(scores: pd.DataFrame, metric: str = "mejia") -> str:
 
 
 # ----------------------------------------------------------------------------- folds and audit
-def _scaffolds(smiles: np.ndarray) -> np.ndarray:
-    from drugcell.chem.scaffolds import murcko_scaffold
-
-    return np.asarray([str(s) if s else "" for s in murcko_scaffold(list(smiles))], dtype=object)
-
-
 def _audit(smiles: np.ndarray, compounds: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
            fold: int) -> dict[str, Any]:
     """Refuse a fold whose held-out compounds duplicate training ones (raises LeakError)."""
@@ -157,8 +151,9 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     assignment = make_folds(list(smiles), config.split, config.folds, config.seed)
     fold_of = np.asarray(assignment.folds, dtype=np.int32)
     fold_ids = np.unique(fold_of)
-    folds_df = pd.DataFrame({
-        "compound": compounds, "fold": fold_of, "scaffold": _scaffolds(smiles), "smiles": smiles,
+    folds_df = pd.DataFrame({  # scaffolds come from make_folds: the SMILES are parsed once
+        "compound": compounds, "fold": fold_of, "scaffold": np.asarray(assignment.scaffolds, dtype=object),
+        "smiles": smiles,
     })
     with atomic_path(out / "folds.parquet") as tmp:
         folds_df.to_parquet(tmp, index=False)
