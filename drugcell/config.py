@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drugcell.defaults import DEFAULT_BOOTSTRAP, DEFAULT_FOLDS, DEFAULT_SEED, DEFAULT_SPLIT
 from drugcell.errors import DrugcellInputError
 
 SPLITS = ("scaffold", "random")
 DEFAULT_METRICS = ("mejia", "proxy", "variance")
+DEFAULT_UNCERTAINTY_SAMPLE = 200_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -55,7 +57,7 @@ class PredictorSpec:
 @dataclass(frozen=True)
 class OutputOptions:
     save_predictions: bool = False
-    uncertainty_sample: int = 200_000
+    uncertainty_sample: int = DEFAULT_UNCERTAINTY_SAMPLE
     weights_file: str | None = None
 
 
@@ -64,11 +66,11 @@ class RunConfig:
     """Everything a CV run needs besides the data."""
 
     predictors: tuple[PredictorSpec, ...]
-    folds: int = 5
-    split: str = "scaffold"
-    seed: int = 0
+    folds: int = DEFAULT_FOLDS
+    split: str = DEFAULT_SPLIT
+    seed: int = DEFAULT_SEED
     metrics: tuple[str, ...] = DEFAULT_METRICS
-    bootstrap_resamples: int = 10_000
+    bootstrap_resamples: int = DEFAULT_BOOTSTRAP
     output: OutputOptions = field(default_factory=OutputOptions)
     source: str | None = None  # the TOML file it came from (for messages and the manifest)
 
@@ -196,10 +198,10 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     if bad:
         raise DrugcellInputError(f"{_where(source, 'output.' + sorted(bad)[0])} is not a known option")
 
-    folds = _check_int(cv.get("folds", 5), source, "cv.folds", 2)
-    seed = _check_int(cv.get("seed", 0), source, "cv.seed", 0)
-    resamples = _check_int(cv.get("bootstrap_resamples", 10_000), source, "cv.bootstrap_resamples", 1)
-    split = cv.get("split", "scaffold")
+    folds = _check_int(cv.get("folds", DEFAULT_FOLDS), source, "cv.folds", 2)
+    seed = _check_int(cv.get("seed", DEFAULT_SEED), source, "cv.seed", 0)
+    resamples = _check_int(cv.get("bootstrap_resamples", DEFAULT_BOOTSTRAP), source, "cv.bootstrap_resamples", 1)
+    split = cv.get("split", DEFAULT_SPLIT)
     if split not in SPLITS:
         raise DrugcellInputError(f"{_where(source, 'cv.split')} must be one of {SPLITS}, got {split!r}")
     metrics = cv.get("metrics", list(DEFAULT_METRICS))
@@ -219,7 +221,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     save = out.get("save_predictions", False)
     if not isinstance(save, bool):
         raise DrugcellInputError(f"{_where(source, 'output.save_predictions')} must be true or false")
-    sample = _check_int(out.get("uncertainty_sample", 200_000), source, "output.uncertainty_sample", 0)
+    sample = _check_int(out.get("uncertainty_sample", DEFAULT_UNCERTAINTY_SAMPLE), source, "output.uncertainty_sample", 0)
     wfile = out.get("weights_file", "") or None
     if wfile is not None and not isinstance(wfile, str):
         raise DrugcellInputError(f"{_where(source, 'output.weights_file')} must be a path string")

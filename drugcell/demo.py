@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from drugcell.paths import repo_root
+from drugcell.paths import config_path
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    cfg = load_config(config or repo_root() / "configs" / "demo.toml")
+    cfg = load_config(config or config_path("demo.toml"))
 
     t = time.perf_counter()
     _say(f"[1/5] simulate: {n_compounds} library compounds x {n_genes} genes (VCPI layout) -> {out / 'data'}")

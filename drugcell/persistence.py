@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 
 from drugcell import __version__
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
 from drugcell.provenance import atomic_dir, atomic_path, provenance
 
 FORMAT = "drugcell.model"
 FORMAT_VERSION = 1
-FP_RADIUS = 2
-FP_BITS = 2048
+FP_RADIUS = MORGAN_RADIUS
+FP_BITS = MORGAN_BITS
 DEFAULT_FAR_THRESHOLD = 0.3
 
 

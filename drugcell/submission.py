@@ -116,9 +116,9 @@ def resolve_predictor(
 
     if name in available():
         return PredictorSpec(name=name, kind=name, params={}), 0
-    from drugcell.paths import repo_root
+    from drugcell.paths import config_path
 
-    default = repo_root() / "configs" / "default.toml"
+    default = config_path()
     if default.is_file():
         cfg: RunConfig = load_config(default)
         return cfg.predictor(name), cfg.seed
@@ -175,8 +175,8 @@ def make_submission(
     refitted model (``drugcell predict --model``).
     """
     from contest_scorer import ScoringError, validate_submission
-    from drugcell.evaluation.audit import audit_split
     from drugcell.models import make_predictor
+    from drugcell.splits.audit import audit_split
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -15,7 +15,12 @@ from drugcell.chem import features, fingerprints
 from drugcell.chem.descriptors import DescriptorStandardizer, compute_descriptors, descriptor_names
 from drugcell.chem.features import cache_stats, clear_cache, featurize
 from drugcell.chem.fingerprints import (
-    morgan_bits, morgan_counts, morgan_generator, rdkit_bitvects, tanimoto, top_k_similar,
+    morgan_bits,
+    morgan_counts,
+    morgan_generator,
+    rdkit_bitvects,
+    tanimoto,
+    top_k_similar,
 )
 from drugcell.chem.molecules import inchikey_first_block, parse_smiles
 from drugcell.chem.scaffolds import murcko_scaffold

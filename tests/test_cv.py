@@ -237,7 +237,7 @@ def test_an_official_weights_file_replaces_the_expressionset_weights(tmp_path):
 
 
 def test_a_leaking_fold_is_refused_before_any_fit(tmp_path, monkeypatch):
-    import drugcell.evaluation.splits as splits
+    import drugcell.splits.folds as splits
 
     es = toy_es(n_templates=3, n_per=6)
     es.smiles[1] = es.smiles[0]  # one molecule under two compound ids
@@ -249,7 +249,7 @@ def test_a_leaking_fold_is_refused_before_any_fit(tmp_path, monkeypatch):
         return a
 
     monkeypatch.setattr(splits, "make_folds", leaky)
-    from drugcell.evaluation.audit import LeakError
+    from drugcell.splits.audit import LeakError
 
     with pytest.raises(LeakError, match="both sides"):
         run_cv(es, small_config(), tmp_path / "run", progress=False)

@@ -16,11 +16,11 @@ from scipy.stats import spearmanr
 
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.splits import make_folds
 from drugcell.models import make_predictor
 from drugcell.models.fusion import support_scalars
 from drugcell.models.heads import EnsembleAccumulator, ensemble_moments, gaussian_nll
 from drugcell.models.lowrank import ResidualBasis, mejia_gene_scale
+from drugcell.splits.folds import make_folds
 
 # ----------------------------------------------------------------------------- small chemistry
 # Responses depend on substituents shared across ring systems; each ring system (= Murcko
@@ -64,7 +64,7 @@ def make_chem_data(n=320, n_genes=60, seed=0, noise=0.1, hetero=False, scaffold_
     offsets = rng.normal(size=(len(SCAFFOLDS), n_genes)) * scaffold_effect
     base = rng.uniform(3, 6, size=n_genes)
     expr, sd = [], []
-    for smi, scaf, subs in rows:
+    for _smi, scaf, subs in rows:
         s = noise * (8.0 if hetero and (0 in subs or 1 in subs) else 1.0)
         sd.append(s)
         expr.append(base + 0.4 * loading[subs].sum(0) @ programs + offsets[scaf]

@@ -464,9 +464,8 @@ def test_csv_metadata_and_chemistry_equal_parquet(data, tmp_path):
 
 def test_real_gene_filter_reads():
     """The contest's own gene_filter.csv: 12,995 unique Ensembl ids, returned sorted."""
-    from tests.conftest import require_shared
-
     from drugcell.data.loader import read_gene_filter
+    from tests.conftest import require_shared
 
     path = require_shared("vcpi_contest_public", "gene_filter.csv")
     genes = read_gene_filter(path)

@@ -45,7 +45,7 @@ def rdkit_tanimoto(a: str, b: str) -> float:
 # ------------------------------------------------------------------ registry and interface
 def test_registry_lists_builtins_and_rejects_unknowns():
     assert {"control", "mean", "knn", "ridge_fp", "ridge_desc"} <= set(available())
-    with pytest.raises(DrugcellInputError, match=r"unknown predictor kind 'knnn'.*available kinds:.*knn"):
+    with pytest.raises(DrugcellInputError, match=r"unknown predictor kind 'knnn'.*available predictor kinds:.*knn"):
         make_predictor("knnn")
     with pytest.raises(DrugcellInputError, match=r"unknown parameter\(s\) kk.*accepted parameters:.*k"):
         make_predictor("knn", kk=5)

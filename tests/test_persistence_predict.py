@@ -18,8 +18,15 @@ from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
 from drugcell.models import available, make_predictor
 from drugcell.persistence import (
-    SavedModel, TrainInfo, fit_model, load_model, predict_molecules, read_model_meta,
-    read_molecules, save_model, write_predictions,
+    SavedModel,
+    TrainInfo,
+    fit_model,
+    load_model,
+    predict_molecules,
+    read_model_meta,
+    read_molecules,
+    save_model,
+    write_predictions,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,12 @@ import pytest
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
 from drugcell.programs import (
-    GenePrograms, fit_nmf, gene_programs, norm_shares, read_gene_symbols, residual_magnitude,
+    GenePrograms,
+    fit_nmf,
+    gene_programs,
+    norm_shares,
+    read_gene_symbols,
+    residual_magnitude,
     run_programs,
 )
 

@@ -12,8 +12,8 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.audit import LeakError, audit_folds, audit_split
-from drugcell.evaluation.splits import group_kfold, make_folds, random_kfold, scaffold_kfold
+from drugcell.splits.audit import LeakError, audit_folds, audit_split
+from drugcell.splits.folds import group_kfold, make_folds, random_kfold, scaffold_kfold
 
 RINGS = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCNCC1", "c1ccoc1", "c1ccsc1",
          "C1CCOC1", "c1cnccn1", "C1CCC1", "c1ccc2[nH]ccc2c1", "C1CC1"]

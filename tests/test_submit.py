@@ -12,8 +12,8 @@ import pytest
 from contest_scorer import validate_submission
 from drugcell.config import PredictorSpec, config_from_dict
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.audit import LeakError
 from drugcell.evaluation.cv import run_cv
+from drugcell.splits.audit import LeakError
 from drugcell.submission import make_submission, resolve_predictor
 from tests.conftest import require_shared
 from tests.test_cv import toy_es

@@ -37,11 +37,13 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from drugcell.chem.molecules import ParsedMolecules, parse_smiles
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
+from drugcell.registry import Registry
 
 DEFAULT_EMBEDDING = "descriptors"
 
-_REGISTRY: dict[str, type[Embedder]] = {}
+EMBEDDINGS: Registry[type[Embedder]] = Registry("embedding", field="embedding")
 E = TypeVar("E", bound=type["Embedder"])
 
 
@@ -49,8 +51,8 @@ def register_embedder(name: str):
     """Class decorator: make an :class:`Embedder` subclass available as ``name``."""
 
     def decorate(cls: E) -> E:
+        EMBEDDINGS.add(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return decorate
@@ -58,19 +60,12 @@ def register_embedder(name: str):
 
 def available_embedders() -> list[str]:
     """Registered embedding names, sorted (``minimol`` is listed even when its package is absent)."""
-    return sorted(_REGISTRY)
+    return sorted(EMBEDDINGS.names())
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDING, **params: Any) -> Embedder:
     """An unfitted embedder; ``get_embedder(**emb.get_config())`` rebuilds ``emb``'s twin."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise DrugcellInputError(
-            f"unknown embedding {name!r}; available embeddings: {', '.join(available_embedders())}. "
-            "Fix the `embedding` of this predictor in the config."
-        ) from None
-    return cls(**params)
+    return EMBEDDINGS.get(name)(**params)
 
 
 def _parse(smiles: Sequence[Any] | ParsedMolecules) -> ParsedMolecules:
@@ -198,7 +193,7 @@ class DescriptorEmbedder(Embedder):
     maximum, so a bit seen at most once in training is 0/1) or ``none`` (descriptors only).
     """
 
-    defaults = {"morgan": "log1p", "radius": 2, "n_bits": 2048, "clip_quantile": 0.001, "n_jobs": 1}
+    defaults = {"morgan": "log1p", "radius": MORGAN_RADIUS, "n_bits": MORGAN_BITS, "clip_quantile": 0.001, "n_jobs": 1}
 
     def _validate(self) -> None:
         p = self.params

@@ -8,7 +8,8 @@ costs only dictionary look-ups.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,15 +17,39 @@ import numpy as np
 from drugcell.chem import descriptors as _desc
 from drugcell.chem import fingerprints as _fp
 from drugcell.chem.molecules import parse_smiles
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
+from drugcell.registry import Registry
 
+
+@dataclass(frozen=True)
+class FeatureKind:
+    """How one feature kind is computed: its accepted params (with defaults), dtype, width, fill."""
+
+    defaults: dict[str, Any]
+    dtype: type
+    compute: Callable[..., np.ndarray]   # (canonical SMILES, n_jobs=, progress=, **params) -> (n, d)
+    width: Callable[[dict[str, Any]], int]
+    fill: float = 0.0                    # value of rows that did not parse
+
+
+def _morgan(fn):
+    return lambda canon, n_jobs, progress, radius, n_bits: fn(canon, radius=radius, n_bits=n_bits)
+
+
+def _descriptors(canon, n_jobs, progress):
+    return _desc.compute_descriptors(canon, n_jobs=n_jobs, progress=progress)[0]
+
+
+_MORGAN = {"radius": MORGAN_RADIUS, "n_bits": MORGAN_BITS}
+FEATURE_KINDS: Registry[FeatureKind] = Registry("feature kind", field="kind")
+FEATURE_KINDS.add("morgan_bits", FeatureKind(_MORGAN, np.uint8, _morgan(_fp.morgan_bits), lambda p: int(p["n_bits"])))
+FEATURE_KINDS.add("morgan_counts", FeatureKind(_MORGAN, np.float32, _morgan(_fp.morgan_counts),
+                                               lambda p: int(p["n_bits"])))
+FEATURE_KINDS.add("descriptors", FeatureKind({}, np.float32, _descriptors,
+                                             lambda p: len(_desc.DESCRIPTOR_NAMES), fill=np.nan))
 #: kind -> default parameters (the only ones accepted for that kind).
-KINDS: dict[str, dict[str, Any]] = {
-    "morgan_bits": {"radius": 2, "n_bits": 2048},
-    "morgan_counts": {"radius": 2, "n_bits": 2048},
-    "descriptors": {},
-}
-_DTYPES = {"morgan_bits": np.uint8, "morgan_counts": np.float32, "descriptors": np.float32}
+KINDS: dict[str, dict[str, Any]] = {name: fk.defaults for name, fk in FEATURE_KINDS.items()}
 
 _ROWS: dict[tuple, dict[str, np.ndarray]] = {}    # (kind, params) -> canonical -> row
 _CANONICAL: dict[str, str] = {}                   # input SMILES -> canonical ("" = failed)
@@ -46,14 +71,11 @@ def cache_stats() -> dict[str, int]:
 
 def feature_width(kind: str, **params: Any) -> int:
     """Number of columns :func:`featurize` returns for ``kind``."""
-    p = _params(kind, params)
-    return len(_desc.DESCRIPTOR_NAMES) if kind == "descriptors" else int(p["n_bits"])
+    return FEATURE_KINDS.get(kind).width(_params(kind, params))
 
 
 def _params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    if kind not in KINDS:
-        raise DrugcellInputError(
-            f"unknown feature kind {kind!r}; choose one of {', '.join(KINDS)}")
+    FEATURE_KINDS.get(kind)  # unknown kinds: a clear error listing the kinds
     unknown = set(params) - set(KINDS[kind])
     if unknown:
         raise DrugcellInputError(
@@ -71,16 +93,6 @@ def _canonicalize(smiles: Sequence[Any]) -> list[str]:
     return [_CANONICAL[s] if isinstance(s, str) else "" for s in smiles]
 
 
-def _compute(kind: str, p: dict[str, Any], canonicals: list[str], n_jobs: int,
-             progress: bool | None) -> np.ndarray:
-    if kind == "morgan_bits":
-        return _fp.morgan_bits(canonicals, radius=p["radius"], n_bits=p["n_bits"])
-    if kind == "morgan_counts":
-        return _fp.morgan_counts(canonicals, radius=p["radius"], n_bits=p["n_bits"])
-    X, _ = _desc.compute_descriptors(canonicals, n_jobs=n_jobs, progress=progress)
-    return X
-
-
 def featurize(smiles: Sequence[Any], kind: str, *, n_jobs: int = 1, progress: bool | None = None,
               **params: Any) -> tuple[np.ndarray, np.ndarray]:
     """Features ``(X (n, d), ok bool (n,))`` for ``kind`` in ``morgan_bits`` (uint8),
@@ -92,20 +104,19 @@ def featurize(smiles: Sequence[Any], kind: str, *, n_jobs: int = 1, progress: bo
     ``n_jobs`` parallelises descriptor computation (process pool).
     """
     p = _params(kind, params)
+    fk = FEATURE_KINDS.get(kind)
     key = (kind, tuple(sorted(p.items())))
     rows = _ROWS.setdefault(key, {})
     canon = _canonicalize(list(smiles))
     missing = list(dict.fromkeys(c for c in canon if c and c not in rows))
     if missing:
-        new = _compute(kind, p, missing, n_jobs, progress)
+        new = fk.compute(missing, n_jobs, progress, **p)
         for c, row in zip(missing, new):
-            rows[c] = np.asarray(row, dtype=_DTYPES[kind])
+            rows[c] = np.asarray(row, dtype=fk.dtype)
     ok = np.array([bool(c) for c in canon], dtype=bool)
     _STATS["computed"] += len(missing)
     _STATS["cached"] += int(ok.sum()) - len(missing)
-    width = feature_width(kind, **params)
-    fill = np.nan if kind == "descriptors" else 0
-    X = np.full((len(canon), width), fill, dtype=_DTYPES[kind])
+    X = np.full((len(canon), fk.width(p)), fk.fill, dtype=fk.dtype)
     for i, c in enumerate(canon):
         if c:
             X[i] = rows[c]

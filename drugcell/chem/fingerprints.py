@@ -23,13 +23,14 @@ from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
 from drugcell.chem.molecules import ParsedMolecules, parse_smiles
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 
 # Elements per (rows x n_ref) block temporary: 2**24 float32 = 64 MiB, a few alive at once.
 _BLOCK_ELEMS = 1 << 24
 
 
 @functools.lru_cache(maxsize=16)
-def morgan_generator(radius: int = 2, n_bits: int = 2048):
+def morgan_generator(radius: int = MORGAN_RADIUS, n_bits: int = MORGAN_BITS):
     """RDKit's Morgan generator (cached: building one per molecule is needlessly slow)."""
     return rdFingerprintGenerator.GetMorganGenerator(radius=int(radius), fpSize=int(n_bits))
 
@@ -63,20 +64,20 @@ def _morgan(smiles_or_mols, radius: int, n_bits: int, method: str, dtype) -> np.
     return out
 
 
-def morgan_bits(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
-                n_bits: int = 2048) -> np.ndarray:
+def morgan_bits(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = MORGAN_RADIUS,
+                n_bits: int = MORGAN_BITS) -> np.ndarray:
     """Morgan (ECFP-like) bit vectors, uint8 (n, n_bits); all-zero rows for unparseable input."""
     return _morgan(smiles_or_mols, radius, n_bits, "GetFingerprintAsNumPy", np.uint8)
 
 
-def morgan_counts(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
-                  n_bits: int = 2048) -> np.ndarray:
+def morgan_counts(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = MORGAN_RADIUS,
+                  n_bits: int = MORGAN_BITS) -> np.ndarray:
     """Morgan count vectors (how often each hashed environment occurs), float32 (n, n_bits)."""
     return _morgan(smiles_or_mols, radius, n_bits, "GetCountFingerprintAsNumPy", np.float32)
 
 
-def rdkit_bitvects(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = 2,
-                   n_bits: int = 2048) -> list:
+def rdkit_bitvects(smiles_or_mols: Sequence[Any] | ParsedMolecules, radius: int = MORGAN_RADIUS,
+                   n_bits: int = MORGAN_BITS) -> list:
     """RDKit ``ExplicitBitVect`` fingerprints (empty ones for failures): the reference for tests
     and benchmarks against ``DataStructs.BulkTanimotoSimilarity``."""
     from rdkit import DataStructs

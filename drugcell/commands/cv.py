@@ -50,10 +50,10 @@ def cv(
     from drugcell.config import load_config, with_overrides
     from drugcell.data.expression_set import ExpressionSet
     from drugcell.evaluation.cv import run_cv
-    from drugcell.paths import repo_root
+    from drugcell.paths import config_path
 
     cfg = with_overrides(
-        load_config(config or repo_root() / "configs" / "default.toml"), folds=folds, split=split, seed=seed, metrics=_metric_list(metrics),
+        load_config(config or config_path()), folds=folds, split=split, seed=seed, metrics=_metric_list(metrics),
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_,
     )

@@ -90,12 +90,11 @@ def make_positive_control(
     each compound) for checks.
     """
     from contest_scorer.weights import weights_from_stats
-
     from drugcell.chem.fingerprints import morgan_bits
 
     rng = np.random.default_rng(seed)
     smiles, family = _families(n_compounds, family_size, rng)
-    fp = morgan_bits(smiles, radius=2, n_bits=2048).astype(np.float64)
+    fp = morgan_bits(smiles).astype(np.float64)
     # bits seen in more than one family carry nothing: responses cannot transfer across families
     fam_onehot = np.zeros((family.max() + 1, len(smiles)))
     fam_onehot[family, np.arange(len(smiles))] = 1.0

@@ -157,7 +157,7 @@ class ConditionFilter:
             ok = _norm_label(metadata[TIMEPOINT_COL]) == _norm_label(pd.Series([self.timepoint]))[0]
             out["timepoint"] = ~ok.to_numpy()
         if self.concentration_nm is not None:
-            units = metadata[CONCENTRATION_UNIT_COL] if CONCENTRATION_UNIT_COL in metadata else None
+            units = metadata.get(CONCENTRATION_UNIT_COL)
             conc = concentration_nm(metadata[CONCENTRATION_COL], units).to_numpy()
             ok = np.isclose(conc, self.concentration_nm, rtol=1e-6, atol=1e-9)
             out["concentration"] = ~(ok | is_dmso.to_numpy())

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from drugcell.config import RunConfig
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_path, provenance, write_json, write_text
+from drugcell.reporting import frame_table
 
 SCORE_COLUMNS = ["predictor", "fold", "compound", "metric", "wmse"]
 
@@ -71,7 +72,7 @@ def best_predictor(scores: pd.DataFrame, metric: str = "mejia") -> str:
 def _audit(smiles: np.ndarray, compounds: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
            fold: int) -> dict[str, Any]:
     """Refuse a fold whose held-out compounds duplicate training ones (raises LeakError)."""
-    from drugcell.evaluation.audit import audit_split
+    from drugcell.splits.audit import audit_split
 
     report = audit_split(list(smiles[train_idx]), list(smiles[test_idx]),
                          list(compounds[train_idx]), list(compounds[test_idx]), name=f"fold {fold}")
@@ -127,10 +128,10 @@ def _uncertainty_sample(pred, truth, n_max: int, rng: np.random.Generator):
 def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> CVResult:
     """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
 
-    Raises :class:`drugcell.evaluation.audit.LeakError` if a fold leaks, before fitting anything.
+    Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
     """
-    from drugcell.evaluation.splits import make_folds
     from drugcell.models import make_predictor
+    from drugcell.splits.folds import make_folds
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +297,7 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
     if not counters.empty:
         tab = counters.pivot_table(index="predictor", columns="counter", values="value", aggfunc="sum",
                                    observed=True).reset_index()
-        lines += ["## Fallbacks and clipping (summed over folds)", "", md_table(tab), ""]
+        lines += ["## Fallbacks and clipping (summed over folds)", "", frame_table(tab), ""]
     lines += ["## Leak audit", "", f"{len(audits)} folds audited; no duplicate molecule across "
               "any fold (a leak stops the run).", ""]
     lines += [f"- fold {a['fold']}: {a['n_test_scaffold_in_train']} of {a['n_test']} held-out compounds "
@@ -305,15 +306,3 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
     return "\n".join(lines) + "\n"
 
 
-def md_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub markdown table (no tabulate dependency); floats to ``digits`` significant digits."""
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.{digits}g}"
-        return str(v)
-
-    cols = [str(c) for c in df.columns]
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for rec in df.itertuples(index=False):
-        rows.append("| " + " | ".join(fmt(v) for v in rec) + " |")
-    return "\n".join(rows)

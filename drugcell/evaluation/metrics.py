@@ -15,6 +15,7 @@ import numpy as np
 
 from contest_scorer import per_compound_wmse, proxy_weights, variance_weights
 from drugcell.errors import DrugcellInputError
+from drugcell.registry import Registry
 
 # (truth_cg, test_weights_gc, train_truth_cg) -> weights: (G, C) per compound or (G,) per gene
 WeightFn = Callable[[np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
@@ -28,30 +29,28 @@ class Metric:
     weights: WeightFn
 
 
-_REGISTRY: dict[str, Metric] = {}
+def _check_metric(metric: Metric) -> None:
+    if not isinstance(metric, Metric):
+        raise TypeError(f"a metric must be a Metric, got {metric!r}")
+    if metric.direction not in ("lower", "higher"):
+        raise ValueError(f"metric {metric.name}: direction must be 'lower' or 'higher'")
+
+
+METRICS: Registry[Metric] = Registry("metric", field="metrics", check=_check_metric)
 
 
 def register(metric: Metric) -> Metric:
-    """Add a metric under its name (a second registration of the same name is a bug)."""
-    if metric.direction not in ("lower", "higher"):
-        raise ValueError(f"metric {metric.name}: direction must be 'lower' or 'higher'")
-    if metric.name in _REGISTRY:
-        raise ValueError(f"metric {metric.name!r} is already registered")
-    _REGISTRY[metric.name] = metric
-    return metric
+    """Add a metric under its name (another metric under a taken name is a bug)."""
+    return METRICS.add(metric.name, metric)
 
 
 def available() -> list[str]:
     """Registered metric names, in registration order (mejia first: it is the leaderboard's)."""
-    return list(_REGISTRY)
+    return METRICS.names()
 
 
 def get_metric(name: str) -> Metric:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise DrugcellInputError(
-            f"unknown metric {name!r}; available: {', '.join(available())}") from None
+    return METRICS.get(name)
 
 
 def _mejia(truth_cg, test_weights_gc, train_truth_cg):

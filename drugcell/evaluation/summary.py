@@ -16,15 +16,15 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from drugcell.errors import DrugcellInputError
+from drugcell.reporting import fmt_number, fmt_p, md_table
 
 REQUIRED = ("predictor", "fold", "compound", "metric", "wmse")
 
 
 def _direction(metric: str) -> str:
-    from drugcell.evaluation.metrics import _REGISTRY
+    from drugcell.evaluation.metrics import METRICS
 
-    m = _REGISTRY.get(metric)
-    return m.direction if m is not None else "lower"
+    return METRICS.get(metric).direction if metric in METRICS else "lower"
 
 
 @dataclass
@@ -98,22 +98,6 @@ def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
                                        "n_flips", "flips"])
 
 
-def _md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    align = align or ["l"] + ["r"] * (len(header) - 1)
-    sep = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    return "nan" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _fmt_p(p: float, n_resamples: int) -> str:
-    return f"< {1.0 / n_resamples:.0e}" if p == 0 else f"{p:.3g}"
-
-
 def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
                     max_pairs: int = 30) -> str:
     """A readable report: one ranking table (a column per metric), agreement, notes, bootstrap."""
@@ -133,7 +117,7 @@ def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
         for m in metrics:
             r = cell.get((m, p))
             row.append("" if r is None else
-                       f"{_fmt(r.mean)} ({_fmt(r.fold_std)}) [{int(r.rank)}]")
+                       f"{fmt_number(r.mean)} ({fmt_number(r.fold_std)}) [{int(r.rank)}]")
         rows.append(row)
     n_c = int(t["n_compounds"].max()) if len(t) else 0
     n_f = int(t["n_folds"].max()) if len(t) else 0
@@ -142,12 +126,12 @@ def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
            f"per-fold means); rank 1 = best; sorted by {first}.", ""]
     if summary.notes:
         out += [f"> **Note:** {n}" for n in summary.notes] + [""]
-    out += [_md_table(header, rows), ""]
+    out += [md_table(header, rows), ""]
     if len(summary.agreement):
         out += ["## Do the metrics agree?", ""]
-        out.append(_md_table(
+        out.append(md_table(
             ["metric A", "metric B", "Kendall tau", "pairs that flip"],
-            [[r.metric_a, r.metric_b, _fmt(r.kendall_tau, 3), str(r.n_flips)]
+            [[r.metric_a, r.metric_b, fmt_number(r.kendall_tau, 3), str(r.n_flips)]
              for r in summary.agreement.itertuples(index=False)], align=["l", "l", "r", "r"]))
         out.append("")
         for r in summary.agreement.itertuples(index=False):
@@ -159,10 +143,10 @@ def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
     if comparisons is not None and len(comparisons):
         out += ["## Paired bootstrap over compounds", ""]
         c = comparisons.sort_values(["metric", "mean_a"], kind="stable").head(max_pairs * 4)
-        out.append(_md_table(
+        out.append(md_table(
             ["metric", "A", "B", "mean A - B", f"{int(100 * c['ci'].iloc[0])}% CI", "p"],
-            [[r.metric, r.predictor_a, r.predictor_b, _fmt(r.diff),
-              f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]", _fmt_p(r.p_value, int(r.n_resamples))]
+            [[r.metric, r.predictor_a, r.predictor_b, fmt_number(r.diff),
+              f"[{fmt_number(r.ci_low)}, {fmt_number(r.ci_high)}]", fmt_p(r.p_value, int(r.n_resamples))]
              for r in c.itertuples(index=False)], align=["l", "l", "l", "r", "r", "r"]))
         out += ["", "p: two-sided percentile bootstrap, 2*min(P*(d<=0), P*(d>=0)), paired over "
                 f"compounds, {int(c['n_resamples'].iloc[0])} resamples.", ""]

@@ -50,6 +50,10 @@ class Predictor(ABC):
     """Abstract predictor: ``fit(train)`` then ``predict(smiles)`` on compounds x genes arrays."""
 
     kind: ClassVar[str] = ""
+    #: Capabilities, declared by each class (read by calibration, model choice and the CLI).
+    returns_std: ClassVar[bool] = False     # Prediction.std can be set (see std_enabled)
+    needs_torch: ClassVar[bool] = False     # imports torch when fitted
+    simplicity: ClassVar[int] = 100         # rank for model choice: lower is simpler
     defaults: ClassVar[dict[str, Any]] = {}
     state_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -85,6 +89,11 @@ class Predictor(ABC):
         """Unclipped prediction for ``smiles``; ``mean`` has shape (len(smiles), n_genes)."""
 
     # ----------------------------------------------------------------- public API
+    @property
+    def std_enabled(self) -> bool:
+        """Whether this instance (with its params) returns a std; classes narrow it by a param."""
+        return self.returns_std
+
     @property
     def is_fitted(self) -> bool:
         return self.genes is not None

@@ -12,6 +12,8 @@ from drugcell.models.registry import register
 class ControlPredictor(Predictor):
     """Predicts the DMSO control profile for every compound: "the drug does nothing"."""
 
+    simplicity = 0
+
     state_fields = ("profile_",)
 
     def _fit(self, train, seed):
@@ -28,6 +30,8 @@ class ControlPredictor(Predictor):
 @register("mean")
 class MeanPredictor(Predictor):
     """Per-gene mean over training compounds: the average drug response, ignoring structure."""
+
+    simplicity = 1
 
     state_fields = ("profile_",)
 

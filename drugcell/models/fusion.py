@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction
 from drugcell.models.heads import EnsembleAccumulator
@@ -34,8 +35,8 @@ FUSION_DEFAULTS = {
     "min_var": 1e-4,           # variance floor of the head, in standardised coefficient units
     "support_k": 10,           # top-k for the mean top-k similarity
     "support_threshold": 0.5,  # similarity above which a training compound counts as support
-    "fp_radius": 2,
-    "fp_bits": 2048,
+    "fp_radius": MORGAN_RADIUS,
+    "fp_bits": MORGAN_BITS,
 }
 
 
@@ -83,6 +84,8 @@ class FusionPredictor(LowRankDeepPredictor):
 
     defaults = FUSION_DEFAULTS
     heteroscedastic = True
+    returns_std = True
+    simplicity = 50
 
     def _validate(self) -> None:
         super()._validate()

@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
 from drugcell.models.registry import register
 
 KERNELS = ("uniform", "tanimoto", "softmax")
-N_BITS = 2048
-RADIUS = 2
+N_BITS = MORGAN_BITS
+RADIUS = MORGAN_RADIUS
 _QUERY_CHUNK = 1024  # similarity rows per block: bounds memory at ~chunk x n_train floats
 
 
@@ -100,6 +101,13 @@ class KNNPredictor(Predictor):
     neighbours' profiles, a cheap per-cell uncertainty for calibration), ``std_prior`` (how many
     pseudo-neighbours carry the training per-gene variance into that std; 0 = raw spread).
     """
+
+    returns_std = True
+    simplicity = 20
+
+    @property
+    def std_enabled(self) -> bool:
+        return bool(self.params["std"])
 
     defaults = {"k": 10, "kernel": "tanimoto", "temperature": 0.1, "std": True, "std_prior": 1.0}
     state_fields = ("train_bits_", "train_y_", "mean_", "sd_")

@@ -31,8 +31,14 @@ from drugcell.models.heads import HeteroscedasticHead, gaussian_nll
 from drugcell.models.lowrank import ResidualBasis, mejia_gene_scale
 from drugcell.models.registry import register
 from drugcell.models.torch_utils import (
-    autocast, deterministic, module_to_numpy, numpy_to_module, seed_everything, select_device,
-    to_tensor, torch_threads,
+    autocast,
+    deterministic,
+    module_to_numpy,
+    numpy_to_module,
+    seed_everything,
+    select_device,
+    to_tensor,
+    torch_threads,
 )
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -100,6 +106,8 @@ class LowRankDeepPredictor(Predictor):
 
     defaults = COMMON_DEFAULTS
     heteroscedastic = False
+    needs_torch = True
+    simplicity = 40
 
     # ------------------------------------------------------------------ params
     def _validate(self) -> None:
@@ -195,7 +203,7 @@ class LowRankDeepPredictor(Predictor):
         judged on chemotypes the network has not trained on (like the outer CV). Fewer scaffolds
         than folds fall back to a random split (fine: this only picks an epoch)."""
         from drugcell.chem.scaffolds import scaffold_of_mol
-        from drugcell.evaluation.splits import random_kfold, scaffold_kfold
+        from drugcell.splits.folds import random_kfold, scaffold_kfold
 
         k = int(self.params["inner_folds"])
         scaffolds = [scaffold_of_mol(m) for m in mols]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
 from drugcell.models.registry import register
@@ -179,6 +180,9 @@ def gcv_ridge(
 class _RidgeBase(Predictor):
     """Shared fit/predict: subclasses say how to turn SMILES into a feature matrix."""
 
+    returns_std = True   # the per-gene residual std at the chosen alpha
+    simplicity = 30
+
     state_fields = ("coef_", "intercept_", "alpha_", "mean_", "sigma_")
 
     def _validate(self):
@@ -252,7 +256,7 @@ class RidgeFingerprintPredictor(_RidgeBase):
     def _features(self, smiles, *, fit):
         from drugcell.chem.features import featurize
 
-        x, ok = featurize(list(smiles), f"morgan_{self.params['fingerprint']}", radius=2, n_bits=2048)
+        x, ok = featurize(list(smiles), f"morgan_{self.params['fingerprint']}", radius=MORGAN_RADIUS, n_bits=MORGAN_BITS)
         x, ok = np.asarray(x), np.asarray(ok, dtype=bool)
         x[~ok] = 0  # featurize already zeroes them; keep it explicit
         return x, ok

@@ -211,7 +211,7 @@ def _audit(tr: _ChemView, te: _ChemView, *, name: str, on_duplicate: str) -> Aud
         more = f" (+{len(dups) - 10} more)" if len(dups) > 10 else ""
         raise LeakError(
             f"{name}: {len(dups)} compound pair(s) sit on both sides of the split: {shown}{more}. "
-            f"Remove the duplicates from one side, or build folds with drugcell.evaluation.splits."
+            f"Remove the duplicates from one side, or build folds with drugcell.splits.folds."
             f"make_folds, which keeps identical molecules together")
 
     train_scaffolds = {s for s in tr.scaffold if s}

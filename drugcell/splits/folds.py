@@ -3,7 +3,7 @@
 A scaffold split keeps every Bemis-Murcko scaffold on one side, so a model is scored on chemotypes
 it never saw, as it will be on the contest's unseen compounds. Identical molecules (same InChIKey
 first block or canonical SMILES) are always kept in one group as well, so no split made here can
-put one molecule on both sides (which :func:`drugcell.evaluation.audit.audit_split` would refuse).
+put one molecule on both sides (which :func:`drugcell.splits.audit.audit_split` would refuse).
 """
 
 from __future__ import annotations
