@@ -1,50 +1,61 @@
 """The `drugcell` command line. Thin: each command module parses options and calls one function.
 
-Command modules live in ``drugcell/commands/`` and register themselves on :data:`app`.
+The command list below is explicit (no registration by import side effect): a command is a plain
+function in ``drugcell/commands/<name>.py``, and this file is the one place that says which
+commands exist and in which order ``--help`` shows them (the order of the flow).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from collections.abc import Callable
 
 import typer
 
 from contest_scorer.errors import ScoringError
+from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, submit, synth, weights
 from drugcell.errors import DrugcellInputError
 
-app = typer.Typer(
-    name="drugcell",
-    help=(
-        "Predict transcriptome responses of unseen molecules and benchmark predictors "
-        "honestly under the VCPI contest metric (scaffold-split CV, paired bootstrap)."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-# One line per command module; each registers its commands on `app` when imported.
-COMMAND_MODULES = [  # in the order of the flow, so --help reads like it
-    "demo",
-    "synth",
-    "load",
-    "cv",
-    "calibrate",
-    "submit",
-    "predict",  # fit + predict
-    "programs",
+#: (name, function), in the order of the flow.
+COMMANDS: list[tuple[str, Callable[..., None]]] = [
+    ("demo", demo.demo),
+    ("synth", synth.synth),
+    ("load", load.load_command),
+    ("cv", cv.cv),
+    ("calibrate", calibrate.calibrate),
+    ("submit", submit.submit),
+    ("fit", fit.fit),
+    ("predict", predict.predict),
+    ("programs", programs.programs),
 ]
+#: (name, sub-app): command groups.
+GROUPS: list[tuple[str, typer.Typer]] = [("weights", weights.app)]
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"drugcell.commands.{name}")
+def build_app() -> typer.Typer:
+    """A fresh typer app holding every command of :data:`COMMANDS` and :data:`GROUPS`."""
+    new = typer.Typer(
+        name="drugcell",
+        help=(
+            "Predict transcriptome responses of unseen molecules and benchmark predictors "
+            "honestly under the VCPI contest metric (scaffold-split CV, paired bootstrap)."
+        ),
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for name, fn in COMMANDS:
+        new.command(name)(fn)
+    for name, group in GROUPS:
+        new.add_typer(group, name=name)
+    return new
+
+
+app = build_app()
 
 
 def main() -> None:
     """Entry point: run the app, turning input errors into a clear message and exit code 2."""
-    _register()
     try:
         app()
     except (DrugcellInputError, ScoringError) as exc:

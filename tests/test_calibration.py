@@ -224,7 +224,6 @@ def test_cli_calibrate(tmp_path):
 
     from drugcell import cli
 
-    cli._register()
     run = _run_dir(tmp_path)
     # typer runs a one-command app without the command name; with several it needs it
     prefix = ["calibrate"] if len(cli.app.registered_commands) > 1 else []

@@ -284,9 +284,8 @@ def test_positive_control_orderings(tmp_path):
 def test_cli_cv_writes_a_run(tmp_path):
     from typer.testing import CliRunner
 
-    from drugcell.cli import _register, app
+    from drugcell.cli import app
 
-    _register()
     data = toy_es(n_templates=4, n_per=6).save(tmp_path / "es")
     cfg = tmp_path / "c.toml"
     cfg.write_text('[cv]\nfolds = 4\nbootstrap_resamples = 50\n[[predictors]]\nname = "mean"\nkind = "mean"\n'

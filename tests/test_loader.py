@@ -349,9 +349,8 @@ def test_control_spellings_normalised():
 
 # ----------------------------------------------------------------------------- CLI and cache
 def test_cli_load_cache_manifest_and_weights_roundtrip(data, tmp_path):
-    from drugcell.cli import _register, app
+    from drugcell.cli import app
 
-    _register()
     runner = CliRunner()
     out = tmp_path / "cache"
     args = ["load", "--data", str(data["counts"].parent), "--out", str(out), "--no-progress", "--batch-size", "5"]

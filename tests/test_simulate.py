@@ -241,9 +241,8 @@ def test_library_molecules_are_valid_distinct_and_druglike():
 def test_cli_synth(tmp_path):
     from typer.testing import CliRunner
 
-    from drugcell.cli import _register, app
+    from drugcell.cli import app
 
-    _register()
     res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "cli"), "--n-compounds", "20",
                                    "--n-genes", "250", "--n-test", "4", "--seed", "5"])
     assert res.exit_code == 0, res.output

@@ -110,9 +110,8 @@ def test_from_run_picks_the_best_predictor(tmp_path):
 def test_cli_submit(tmp_path):
     from typer.testing import CliRunner
 
-    from drugcell.cli import _register, app
+    from drugcell.cli import app
 
-    _register()
     es = toy_es(n_templates=3, n_per=8, n_genes=12)
     data = es.save(tmp_path / "es")
     tc, gf, test, genes = write_inputs(tmp_path, es)

@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drugcell.cli import app
 
-
-@app.command()
 def calibrate(
     run_dir: Annotated[Path, typer.Argument(
         help="A run folder written by `drugcell cv` that holds uncertainty.parquet "

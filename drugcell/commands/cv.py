@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from drugcell.cli import app
-
 
 def _split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -24,7 +22,6 @@ def _metric_list(value: str | None) -> list[str] | None:
     return names
 
 
-@app.command()
 def cv(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir (written by `drugcell load`).")],
     out: Annotated[Path, typer.Option(help="Run dir to write (scores, folds, summary, bootstrap, manifest).")],

@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drugcell.cli import app
 
-
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the simulated data, cache, CV run and submission.")] = Path("demo_out"),
     n_compounds: Annotated[int, typer.Option(help="Library compounds to simulate.")] = 1500,

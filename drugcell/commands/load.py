@@ -1,8 +1,7 @@
-"""`drugcell load` (VCPI files -> ExpressionSet cache) and `drugcell weights export`."""
+"""`drugcell load`: VCPI files -> an ExpressionSet cache, in one streaming pass."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from drugcell.cli import app
 from drugcell.data import vcpi
 from drugcell.errors import DrugcellInputError
 
@@ -18,11 +16,6 @@ from drugcell.errors import DrugcellInputError
 class _Library(str, Enum):
     scored = "scored"
     all = "all"
-
-
-class _Dtype(str, Enum):
-    float16 = "float16"
-    float32 = "float32"
 
 
 def _pick(given: Optional[Path], data: Optional[Path], name: str, option: str) -> Path:
@@ -33,7 +26,6 @@ def _pick(given: Optional[Path], data: Optional[Path], name: str, option: str) -
     raise DrugcellInputError(f"pass {option} (or --data DIR holding {name})")
 
 
-@app.command("load")
 def load_command(
     out: Annotated[Path, typer.Option("--out", help="Cache directory to write (an ExpressionSet).")],
     data: Annotated[Optional[Path], typer.Option(
@@ -86,22 +78,3 @@ def load_command(
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}")
 
-
-weights_app = typer.Typer(help="The official weights.parquet layout (genes x compounds).", no_args_is_help=True)
-app.add_typer(weights_app, name="weights")
-
-
-@weights_app.command("export")
-def weights_export(
-    data: Annotated[Path, typer.Option("--data", help="ExpressionSet cache directory (from `drugcell load`).")],
-    out: Annotated[Path, typer.Option("--out", help="weights.parquet to write (gene_id + one column per compound).")],
-    dtype: Annotated[_Dtype, typer.Option(help="Stored float type (the official file is float16).")] = _Dtype.float16,
-) -> None:
-    """Write an ExpressionSet's Mejia weights (library compounds and controls) in the official layout."""
-    from drugcell.data.expression_set import ExpressionSet
-
-    t = time.perf_counter()
-    es = ExpressionSet.load(data, mmap=True)
-    es.write_weights_parquet(out, dtype=dtype.value)
-    typer.echo(f"wrote {out}: {es.n_genes:,} genes x {es.n_compounds + len(es.control_ids):,} compounds "
-               f"({dtype.value}) in {time.perf_counter() - t:.1f} s")

@@ -7,10 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from drugcell.cli import app
 
-
-@app.command()
 def programs(
     out: Annotated[Path, typer.Option(
         help="Folder to write programs_genes.parquet, programs_compounds.parquet, programs.md, "

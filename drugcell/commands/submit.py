@@ -7,10 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from drugcell.cli import app
 
-
-@app.command()
 def submit(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir of the training compounds.")],
     test_compounds: Annotated[Path, typer.Option(

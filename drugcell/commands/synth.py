@@ -8,10 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from drugcell.cli import app
 
-
-@app.command()
 def synth(
     out: Annotated[Path, typer.Option(
         "--out", help="Folder to write (created if missing); existing files of the same names are replaced.",
