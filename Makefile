@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/drugcell demo --out demo_out
+
+lint: $(STAMP)
+	$(BIN)/ruff check drugcell contest_scorer tests benchmarks
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests

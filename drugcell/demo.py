@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from drugcell.defaults import GENE_COL
 from drugcell.paths import config_path
 
 
@@ -110,10 +111,10 @@ def run_demo(
 
     _say("[5/5] score the submission against the simulated held-out truth (contest scorer)")
     truth = pd.read_parquet(files["test_truth"])
-    genes = pd.read_csv(files["gene_filter"], dtype=str)["gene_id"]
+    genes = pd.read_csv(files["gene_filter"], dtype=str)[GENE_COL]
     # Mejia weights for the test compounds, as the organisers compute them from their wells.
     weights = pd.read_parquet(files["test_weights"]) if "test_weights" in files else None
-    kwargs = {"weights": weights.set_index("gene_id")} if weights is not None else {"weighting": "variance"}
+    kwargs = {"weights": weights.set_index(GENE_COL)} if weights is not None else {"weighting": "variance"}
     scores = {}
     for name, path in (("submission", sub_path), ("mean", mean_path)):
         per = cs.score_compounds(truth, pd.read_parquet(path), gene_filter=genes, **kwargs)

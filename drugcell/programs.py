@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from drugcell.defaults import COMPOUND_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_path, fingerprint_arrays, provenance, write_json, write_text
 
 #: Column names accepted in a gene-symbol mapping file (first match wins).
-ID_COLUMNS = ("gene_id", "ensembl_id", "ensembl_gene_id", "ensembl", "gene")
+ID_COLUMNS = (GENE_COL, "ensembl_id", "ensembl_gene_id", "ensembl", "gene")
 SYMBOL_COLUMNS = ("gene_symbol", "symbol", "gene_name", "pr_gene_symbol", "hgnc_symbol", "name")
 
 
@@ -67,7 +68,7 @@ class GenePrograms:
             total = float(h.sum()) or 1.0
             for r, g in enumerate(order, start=1):
                 rows.append((k + 1, r, str(self.genes[g]), str(self.symbols[g]), float(h[g]), float(h[g]) / total))
-        return pd.DataFrame(rows, columns=["program", "rank", "gene_id", "symbol", "loading", "share_of_program"])
+        return pd.DataFrame(rows, columns=["program", "rank", GENE_COL, "symbol", "loading", "share_of_program"])
 
     def compounds_table(self, top: int = 20) -> pd.DataFrame:
         """Top ``top`` compounds per program: program, rank, compound, smiles, activity."""
@@ -77,7 +78,7 @@ class GenePrograms:
             order = np.argsort(-w, kind="stable")[: min(top, w.size)]
             for r, c in enumerate(order, start=1):
                 rows.append((k + 1, r, str(self.compounds[c]), str(self.smiles[c]), float(w[c])))
-        return pd.DataFrame(rows, columns=["program", "rank", "compound", "smiles", "activity"])
+        return pd.DataFrame(rows, columns=["program", "rank", COMPOUND_COL, SMILES_COL, "activity"])
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -254,7 +255,7 @@ def load_program_input(data: str | Path | None = None, predictions: str | Path |
         raise DrugcellInputError(
             f"{pred_path}: expected it inside a CV run dir with manifest.json and folds.parquet at {run}")
     manifest = json.loads(man_path.read_text())
-    folds = pd.read_parquet(folds_path, columns=["compound", "smiles"])
+    folds = pd.read_parquet(folds_path, columns=[COMPOUND_COL, SMILES_COL])
     if data is None:
         data = (manifest.get("data_info") or {}).get("path")
         if not data:
@@ -274,8 +275,8 @@ def load_program_input(data: str | Path | None = None, predictions: str | Path |
     if X.shape != (len(folds), es.n_genes):
         raise DrugcellInputError(
             f"{pred_path}: shape {X.shape}, expected {len(folds)} compounds (folds.parquet) x {es.n_genes} genes")
-    return ProgramInput(X=X, compounds=folds["compound"].astype(str).to_numpy(), genes=es.genes,
-                        smiles=folds["smiles"].astype(str).to_numpy(), source=f"predictions:{pred_path.stem}",
+    return ProgramInput(X=X, compounds=folds[COMPOUND_COL].astype(str).to_numpy(), genes=es.genes,
+                        smiles=folds[SMILES_COL].astype(str).to_numpy(), source=f"predictions:{pred_path.stem}",
                         data_fingerprint=es.fingerprint(), paths={"data": str(data), "predictions": str(pred_path)})
 
 

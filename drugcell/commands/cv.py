@@ -56,6 +56,6 @@ def cv(
     )
     es = ExpressionSet.load(data)
     result = run_cv(es, cfg, out, progress=progress)
-    report = (result.out_dir / "summary.md").read_text()
-    typer.echo(report.split("## Paired bootstrap")[0].rstrip())  # the full report is in summary.md
+    typer.echo(result.headline)
+    typer.echo(f"the full report (bootstrap, fallbacks, leak audit): {result.out_dir / 'summary.md'}")
     typer.echo(f"wrote {result.out_dir} (best under {cfg.metrics[0]}: {result.best(cfg.metrics[0])})")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from drugcell.defaults import COMPOUND_COL
 from drugcell.errors import DrugcellInputError
 
 # Resample-index chunk: at most this many int64 indices in memory at once (32 MB).
@@ -98,14 +99,14 @@ def paired_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, ci: float =
 
 def _wide_scores(metric: str, sub: pd.DataFrame, value: str) -> pd.DataFrame:
     """compound x predictor float64 table (sorted ids), refusing repeats, holes and NaN/inf."""
-    dup = sub.duplicated(["predictor", "compound"], keep=False)
+    dup = sub.duplicated(["predictor", COMPOUND_COL], keep=False)
     if dup.any():
         r = sub[dup].iloc[0]
         raise DrugcellInputError(
             f"metric {metric}: predictor {r['predictor']} has {int(dup.sum())} repeated "
             f"(predictor, compound) rows, e.g. compound {r['compound']}; keep one score per "
             f"compound (average repeats first if that is what you mean)")
-    wide = sub.pivot(index="compound", columns="predictor", values=value).sort_index()
+    wide = sub.pivot(index=COMPOUND_COL, columns="predictor", values=value).sort_index()
     if wide.isna().any().any():
         pred, comp = next((p, c) for p in wide.columns for c in wide.index[wide[p].isna()])
         raise DrugcellInputError(
@@ -134,7 +135,7 @@ def compare_all(
     ci_high, p_value, boot_std, n_resamples, seed, ci``.
     """
     _check(ci, n_resamples)
-    need = {"predictor", "compound", value}
+    need = {"predictor", COMPOUND_COL, value}
     missing = need - set(scores.columns)
     if missing:
         raise DrugcellInputError(f"scores frame lacks column(s) {sorted(missing)}; it needs "

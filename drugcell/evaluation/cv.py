@@ -33,11 +33,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drugcell.config import RunConfig
+from drugcell.defaults import COMPOUND_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_path, provenance, write_json, write_text
 from drugcell.reporting import frame_table
 
-SCORE_COLUMNS = ["predictor", "fold", "compound", "metric", "wmse"]
+SCORE_COLUMNS = ["predictor", "fold", COMPOUND_COL, "metric", "wmse"]
 
 
 @dataclass
@@ -53,6 +54,7 @@ class CVResult:
     diagnostics: pd.DataFrame
     audits: list[dict[str, Any]] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    headline: str = ""  # the ranking and metric agreement (markdown), what `drugcell cv` prints
 
     def best(self, metric: str = "mejia") -> str:
         """The predictor with the lowest mean per-compound wMSE under ``metric``."""
@@ -153,8 +155,8 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     fold_of = np.asarray(assignment.folds, dtype=np.int32)
     fold_ids = np.unique(fold_of)
     folds_df = pd.DataFrame({  # scaffolds come from make_folds: the SMILES are parsed once
-        "compound": compounds, "fold": fold_of, "scaffold": np.asarray(assignment.scaffolds, dtype=object),
-        "smiles": smiles,
+        COMPOUND_COL: compounds, "fold": fold_of, "scaffold": np.asarray(assignment.scaffolds, dtype=object),
+        SMILES_COL: smiles,
     })
     with atomic_path(out / "folds.parquet") as tmp:
         folds_df.to_parquet(tmp, index=False)
@@ -204,7 +206,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
             per_metric = scorer.score(pred.mean)
             for m, vals in per_metric.items():
                 score_parts.append(pd.DataFrame({
-                    "predictor": spec.name, "fold": np.int32(k), "compound": test_names,
+                    "predictor": spec.name, "fold": np.int32(k), COMPOUND_COL: test_names,
                     "metric": m, "wmse": vals,
                 }))
             counters = {"fit_s": t1 - t0, "predict_s": t2 - t1, **{c: float(v) for c, v in pred.info.items()}}
@@ -214,7 +216,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
                 rows, cols, err, std = _uncertainty_sample(pred, scorer.truth, config.output.uncertainty_sample, rng)
                 unc_parts.append(pd.DataFrame({  # ids as categoricals: millions of rows, few strings
                     "predictor": spec.name, "fold": np.int32(k),
-                    "compound": pd.Categorical.from_codes(test_idx[rows], categories=compound_cats),
+                    COMPOUND_COL: pd.Categorical.from_codes(test_idx[rows], categories=compound_cats),
                     "gene": pd.Categorical.from_codes(cols, categories=gene_cats), "error": err, "std": std,
                 }))
             if spec.name in pred_store:
@@ -242,7 +244,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         tmp_path.replace(out / "predictions" / f"{name}.npy")
 
     from drugcell.evaluation.bootstrap import compare_all
-    from drugcell.evaluation.summary import summarize
+    from drugcell.evaluation.summary import ranking_markdown, summarize
 
     notes = [assignment.warning] if assignment.warning else []
     t = lap("write_scores", t)
@@ -274,7 +276,8 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     ))
     return CVResult(out_dir=out, stages=stages, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement,
-                    comparisons=comparisons, diagnostics=diagnostics, audits=audits)
+                    comparisons=comparisons, diagnostics=diagnostics, audits=audits,
+                    headline=ranking_markdown(summary).rstrip())
 
 
 # ----------------------------------------------------------------------------- summary

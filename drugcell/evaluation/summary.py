@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
+from drugcell.defaults import COMPOUND_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.reporting import fmt_number, fmt_p, md_table
 
-REQUIRED = ("predictor", "fold", "compound", "metric", "wmse")
+REQUIRED = ("predictor", "fold", COMPOUND_COL, "metric", "wmse")
 
 
 def _direction(metric: str) -> str:
@@ -101,6 +102,14 @@ def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
                     max_pairs: int = 30) -> str:
     """A readable report: one ranking table (a column per metric), agreement, notes, bootstrap."""
+    parts = [ranking_markdown(summary, max_pairs=max_pairs)]
+    if comparisons is not None and len(comparisons):
+        parts.append(bootstrap_markdown(comparisons, max_pairs=max_pairs))
+    return "\n".join(parts)
+
+
+def ranking_markdown(summary: Summary, max_pairs: int = 30) -> str:
+    """The headline (what `drugcell cv` prints): the ranking table and whether the metrics agree."""
     t = summary.table
     metrics = list(dict.fromkeys(t["metric"]))
     first = metrics[0] if metrics else None
@@ -140,7 +149,13 @@ def render_markdown(summary: Summary, comparisons: pd.DataFrame | None = None,
             if len(r.flips) > max_pairs:
                 out.append(f"- ... {len(r.flips) - max_pairs} more ({r.metric_a} vs {r.metric_b})")
         out.append("")
-    if comparisons is not None and len(comparisons):
+    return "\n".join(out)
+
+
+def bootstrap_markdown(comparisons: pd.DataFrame, max_pairs: int = 30) -> str:
+    """The paired-bootstrap table (the most significant pairs first within each metric)."""
+    out = []
+    if len(comparisons):
         out += ["## Paired bootstrap over compounds", ""]
         c = comparisons.sort_values(["metric", "mean_a"], kind="stable").head(max_pairs * 4)
         out.append(md_table(
