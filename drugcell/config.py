@@ -37,6 +37,7 @@ from drugcell.defaults import DEFAULT_BOOTSTRAP, DEFAULT_FOLDS, DEFAULT_SEED, DE
 from drugcell.errors import DrugcellInputError
 
 SPLITS = ("scaffold", "random")
+SELECT_RULES = ("simplest", "lowest")
 DEFAULT_METRICS = ("mejia", "proxy", "variance")
 DEFAULT_UNCERTAINTY_SAMPLE = 200_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -71,6 +72,8 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     metrics: tuple[str, ...] = DEFAULT_METRICS
     bootstrap_resamples: int = DEFAULT_BOOTSTRAP
+    select_rule: str = "simplest"     # model choice: "simplest" unbeaten (Holm) or "lowest" mean
+    select_alpha: float = 0.05        # significance level of the choice rule (Holm-corrected)
     output: OutputOptions = field(default_factory=OutputOptions)
     source: str | None = None  # the TOML file it came from (for messages and the manifest)
 
@@ -80,6 +83,7 @@ class RunConfig:
             "cv": {
                 "folds": self.folds, "split": self.split, "seed": self.seed,
                 "metrics": list(self.metrics), "bootstrap_resamples": self.bootstrap_resamples,
+                "select": self.select_rule, "select_alpha": self.select_alpha,
             },
             "output": {
                 "save_predictions": self.output.save_predictions,
@@ -133,7 +137,7 @@ def _check_params(spec: PredictorSpec, source: str | None, key: str) -> None:
 
 
 def _known_metrics() -> set[str]:
-    from drugcell.evaluation.metrics import available
+    from drugcell.metrics import available
 
     return set(available())
 
@@ -191,7 +195,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     for key, table in (("cv", cv), ("output", out)):
         if not isinstance(table, dict):
             raise DrugcellInputError(f"{_where(source, key)} must be a table")
-    bad = set(cv) - {"folds", "split", "seed", "metrics", "bootstrap_resamples"}
+    bad = set(cv) - {"folds", "split", "seed", "metrics", "bootstrap_resamples", "select", "select_alpha"}
     if bad:
         raise DrugcellInputError(f"{_where(source, 'cv.' + sorted(bad)[0])} is not a known option")
     bad = set(out) - {"save_predictions", "uncertainty_sample", "weights_file"}
@@ -201,6 +205,13 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     folds = _check_int(cv.get("folds", DEFAULT_FOLDS), source, "cv.folds", 2)
     seed = _check_int(cv.get("seed", DEFAULT_SEED), source, "cv.seed", 0)
     resamples = _check_int(cv.get("bootstrap_resamples", DEFAULT_BOOTSTRAP), source, "cv.bootstrap_resamples", 1)
+    select = cv.get("select", "simplest")
+    if select not in SELECT_RULES:
+        raise DrugcellInputError(f"{_where(source, 'cv.select')} must be one of {SELECT_RULES}, got {select!r}")
+    select_alpha = cv.get("select_alpha", 0.05)
+    if isinstance(select_alpha, bool) or not isinstance(select_alpha, (int, float)) or not 0 < select_alpha < 1:
+        raise DrugcellInputError(f"{_where(source, 'cv.select_alpha')} must be a number in (0, 1), "
+                                 f"got {select_alpha!r}")
     split = cv.get("split", DEFAULT_SPLIT)
     if split not in SPLITS:
         raise DrugcellInputError(f"{_where(source, 'cv.split')} must be one of {SPLITS}, got {split!r}")
@@ -229,7 +240,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     return RunConfig(
         predictors=_parse_predictors(raw.get("predictors"), source),
         folds=folds, split=split, seed=seed, metrics=tuple(metrics),
-        bootstrap_resamples=resamples,
+        bootstrap_resamples=resamples, select_rule=select, select_alpha=float(select_alpha),
         output=OutputOptions(save_predictions=save, uncertainty_sample=sample, weights_file=wfile),
         source=source if source is not None else raw.get("source"),
     )
@@ -252,7 +263,7 @@ def with_overrides(
     seed: int | None = None, metrics: list[str] | None = None,
     bootstrap_resamples: int | None = None, predictors: list[str] | None = None,
     save_predictions: bool | None = None, weights_file: str | None = None,
-    sets: list[str] | None = None,
+    sets: list[str] | None = None, select: str | None = None,
 ) -> RunConfig:
     """Apply command-line overrides and re-validate (so a bad override fails like a bad file).
 
@@ -275,7 +286,7 @@ def with_overrides(
         raw[section][name] = parsed
     cv, out = raw["cv"], raw["output"]
     for key, val in (("folds", folds), ("split", split), ("seed", seed),
-                     ("metrics", metrics), ("bootstrap_resamples", bootstrap_resamples)):
+                     ("metrics", metrics), ("bootstrap_resamples", bootstrap_resamples), ("select", select)):
         if val is not None:
             cv[key] = list(val) if key == "metrics" else val
     if save_predictions is not None:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.metrics import available, get_metric, metric_weights, score, score_all
 from drugcell.evaluation.summary import summarize
+from drugcell.metrics import available, get_metric, metric_weights, score, score_all
 
 
 def _case(seed=0, c=6, g=5):

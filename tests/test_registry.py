@@ -7,7 +7,7 @@ import pytest
 from drugcell.chem.embeddings import EMBEDDINGS
 from drugcell.chem.features import FEATURE_KINDS
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.metrics import METRICS, Metric
+from drugcell.metrics import METRICS, Metric
 from drugcell.models import Predictor, get_class
 from drugcell.models.registry import PREDICTORS, kinds_with
 from drugcell.registry import Registry

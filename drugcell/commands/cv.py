@@ -16,7 +16,7 @@ def _metric_list(value: str | None) -> list[str] | None:
     """`all` means every registered metric, Mejia (the leaderboard's) first."""
     names = _split_list(value)
     if names == ["all"]:
-        from drugcell.evaluation.metrics import available
+        from drugcell.metrics import available
 
         return ["mejia", *[m for m in available() if m != "mejia"]]
     return names
@@ -41,6 +41,9 @@ def cv(
         help="Official weights.parquet for the held-out Mejia weights (default: the ExpressionSet's).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Any config override as section.key=TOML value, e.g. --set cv.folds=3 (repeatable).")] = None,
+    select: Annotated[Optional[str], typer.Option(
+        help="Model choice: 'simplest' (the simplest predictor no other beats significantly, Holm-corrected "
+             "paired bootstrap; the default) or 'lowest' (lowest mean, the old rule).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
@@ -52,10 +55,11 @@ def cv(
     cfg = with_overrides(
         load_config(config or config_path()), folds=folds, split=split, seed=seed, metrics=_metric_list(metrics),
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
-        save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_,
+        save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_, select=select,
     )
     es = ExpressionSet.load(data)
     result = run_cv(es, cfg, out, progress=progress)
     typer.echo(result.headline)
     typer.echo(f"the full report (bootstrap, fallbacks, leak audit): {result.out_dir / 'summary.md'}")
-    typer.echo(f"wrote {result.out_dir} (best under {cfg.metrics[0]}: {result.best(cfg.metrics[0])})")
+    typer.echo(f"wrote {result.out_dir} (chosen under {cfg.metrics[0]}: {result.best(cfg.metrics[0])}, "
+               f"rule '{cfg.select_rule}')")

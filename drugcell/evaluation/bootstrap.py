@@ -97,6 +97,22 @@ def paired_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, ci: float =
             "ci": float(ci), "p_value_definition": "2*min(P*(d<=0), P*(d>=0)), percentile"}
 
 
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control over all the pairs given).
+
+    Sorted ascending, ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``; returned in input order.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
 def _wide_scores(metric: str, sub: pd.DataFrame, value: str) -> pd.DataFrame:
     """compound x predictor float64 table (sorted ids), refusing repeats, holes and NaN/inf."""
     dup = sub.duplicated(["predictor", COMPOUND_COL], keep=False)
@@ -131,8 +147,11 @@ def compare_all(
     on row order and equals ``paired_bootstrap`` on the id-sorted vectors. Unordered pairs list
     the predictor with the lower mean first (so ``diff`` <= 0 means "a is better" for
     lower-is-better metrics); ``ordered=True`` gives both directions.
+    ``p_holm`` is Holm's adjustment over all pairs of the same metric, computed from the p-values
+    floored at 1/B (a bootstrap p of 0 only says p < 1/B), so it never claims more than B resamples
+    can show.
     Columns: ``metric, predictor_a, predictor_b, n_compounds, mean_a, mean_b, diff, ci_low,
-    ci_high, p_value, boot_std, n_resamples, seed, ci``.
+    ci_high, p_value, p_holm, boot_std, n_resamples, seed, ci``.
     """
     _check(ci, n_resamples)
     need = {"predictor", COMPOUND_COL, value}
@@ -169,5 +188,9 @@ def compare_all(
                          "n_compounds": int(len(wide)), "mean_a": mean_a, "mean_b": mean_b, **s,
                          "n_resamples": int(n_resamples), "seed": int(seed), "ci": float(ci)})
     cols = ["metric", "predictor_a", "predictor_b", "n_compounds", "mean_a", "mean_b", "diff",
-            "ci_low", "ci_high", "p_value", "boot_std", "n_resamples", "seed", "ci"]
-    return pd.DataFrame(rows, columns=cols)
+            "ci_low", "ci_high", "p_value", "p_holm", "boot_std", "n_resamples", "seed", "ci"]
+    out = pd.DataFrame(rows, columns=cols)
+    floor = 1.0 / n_resamples
+    for _, idx in out.groupby("metric", sort=False).groups.items():
+        out.loc[idx, "p_holm"] = holm(np.maximum(out.loc[idx, "p_value"].to_numpy(float), floor))
+    return out.astype({"p_holm": np.float64})

@@ -56,8 +56,12 @@ class CVResult:
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
     headline: str = ""  # the ranking and metric agreement (markdown), what `drugcell cv` prints
 
+    choices: dict[str, Any] = field(default_factory=dict)  # metric -> selection.Choice
+
     def best(self, metric: str = "mejia") -> str:
-        """The predictor with the lowest mean per-compound wMSE under ``metric``."""
+        """The chosen predictor under ``metric`` (the run's selection rule; see choice.json)."""
+        if metric in self.choices:
+            return self.choices[metric].predictor
         return best_predictor(self.scores, metric)
 
 
@@ -93,7 +97,7 @@ class _FoldScorer:
     """
 
     def __init__(self, es, train_expr: np.ndarray, test_idx: np.ndarray, metrics: tuple[str, ...]):
-        from drugcell.evaluation.metrics import metric_weights
+        from drugcell.metrics import metric_weights
 
         self.truth = np.asarray(es.expression[test_idx], dtype=np.float32)
         weights_cg = np.ascontiguousarray(np.asarray(es.weights, dtype=np.float32)[:, test_idx].T)
@@ -252,6 +256,8 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     t = lap("summary", t)
     comparisons = compare_all(scores, n_resamples=config.bootstrap_resamples, seed=config.seed)
     t = lap("bootstrap", t)
+    choices = _choose(scores, comparisons, config)
+    write_json(out / "choice.json", {m: c.as_dict() for m, c in choices.items()})
     with atomic_path(out / "summary.parquet") as tmp:
         summary.table.to_parquet(tmp, index=False)
     with atomic_path(out / "agreement.parquet") as tmp:
@@ -260,7 +266,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         comparisons.to_parquet(tmp, index=False)
     elapsed = time.perf_counter() - t_start
     report = render_summary_md(summary, comparisons, diagnostics, config, audits,
-                               n_comp, n_genes, elapsed, assignment.describe())
+                               n_comp, n_genes, elapsed, assignment.describe(), choices=choices)
     if uncertainty is not None:
         from drugcell.evaluation.calibration import calibration_markdown
 
@@ -277,13 +283,34 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     return CVResult(out_dir=out, stages=stages, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement,
                     comparisons=comparisons, diagnostics=diagnostics, audits=audits,
-                    headline=ranking_markdown(summary).rstrip())
+                    headline=(choice_markdown(choices) + ranking_markdown(summary)).rstrip(), choices=choices)
 
 
 # ----------------------------------------------------------------------------- summary
+def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) -> dict[str, Any]:
+    """The run's selection rule under every metric (simplicity ranks from the predictor classes)."""
+    from drugcell.evaluation.selection import choose
+    from drugcell.models import get_class
+
+    simplicity = {p.name: get_class(p.kind).simplicity for p in config.predictors}
+    return {m: choose(scores, comparisons, m, simplicity, rule=config.select_rule, alpha=config.select_alpha)
+            for m in config.metrics}
+
+
+def choice_markdown(choices: dict[str, Any]) -> str:
+    """The first lines of summary.md and of `drugcell cv`'s output: what was chosen and why."""
+    if not choices:
+        return ""
+    first = next(iter(choices.values()))
+    lines = ["## Chosen predictor", "", f"**{first.predictor}** under {first.metric} (rule '{first.rule}'). "
+             + first.reason, ""]
+    others = [f"- under {c.metric}: {c.predictor}" for c in list(choices.values())[1:]]
+    return "\n".join(lines + others + ([""] if others else [])) + "\n"
+
+
 def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFrame, config: RunConfig,
                       audits: list[dict[str, Any]], n_comp: int, n_genes: int, elapsed: float,
-                      split_line: str = "") -> str:
+                      split_line: str = "", choices: dict[str, Any] | None = None) -> str:
     """The readable report: ranking per metric, metric agreement, bootstrap, fallbacks, audit."""
     lines = [
         "# drugcell cv",
@@ -294,6 +321,7 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
         "",
         split_line,
         "",
+        choice_markdown(choices or {}),
         summary.to_markdown(comparisons=comparisons),
     ]
     counters = diagnostics[diagnostics["counter"].isin(["n_fallback", "n_unparsed", "n_clipped"])]

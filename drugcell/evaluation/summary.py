@@ -23,7 +23,7 @@ REQUIRED = ("predictor", "fold", COMPOUND_COL, "metric", "wmse")
 
 
 def _direction(metric: str) -> str:
-    from drugcell.evaluation.metrics import METRICS
+    from drugcell.metrics import METRICS
 
     return METRICS.get(metric).direction if metric in METRICS else "lower"
 
