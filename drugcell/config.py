@@ -182,6 +182,23 @@ def _parse_predictors(raw: Any, source: str | None) -> tuple[PredictorSpec, ...]
     return tuple(specs)
 
 
+def _parse_metrics(metrics: Any, source: str | None) -> list[str]:
+    """cv.metrics: a non-empty list of distinct registered metric names (a bare name is a list of one)."""
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} must be a non-empty list of names")
+    known = _known_metrics()
+    for m in metrics:
+        if m not in known:
+            raise DrugcellInputError(
+                f"{_where(source, 'cv.metrics')}: unknown metric {m!r}; known: {', '.join(sorted(known))}"
+            )
+    if len(set(metrics)) != len(metrics):
+        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} lists a metric twice")
+    return metrics
+
+
 def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfig:
     """Validate a parsed TOML document (or a manifest's ``config``) into a :class:`RunConfig`."""
     unknown = set(raw) - {"cv", "output", "predictors", "source"}
@@ -215,19 +232,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
     split = cv.get("split", DEFAULT_SPLIT)
     if split not in SPLITS:
         raise DrugcellInputError(f"{_where(source, 'cv.split')} must be one of {SPLITS}, got {split!r}")
-    metrics = cv.get("metrics", list(DEFAULT_METRICS))
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
-        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} must be a non-empty list of names")
-    known = _known_metrics()
-    for m in metrics:
-        if m not in known:
-            raise DrugcellInputError(
-                f"{_where(source, 'cv.metrics')}: unknown metric {m!r}; known: {', '.join(sorted(known))}"
-            )
-    if len(set(metrics)) != len(metrics):
-        raise DrugcellInputError(f"{_where(source, 'cv.metrics')} lists a metric twice")
+    metrics = _parse_metrics(cv.get("metrics", list(DEFAULT_METRICS)), source)
 
     save = out.get("save_predictions", False)
     if not isinstance(save, bool):
