@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from drugcell import __version__
 from drugcell.data import vcpi
 from drugcell.data.counts import _Counts, open_counts
-from drugcell.data.expression_set import ExpressionSet
+from drugcell.data.expression_set import MANIFEST, ExpressionSet
 from drugcell.data.memory import _no_numpy_hugepages, _release_map, _system_arrow_pool
 from drugcell.data.pass_plan import _plan
 from drugcell.data.readers import (
@@ -155,7 +155,7 @@ def load_to_cache(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DrugcellInputError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise DrugcellInputError(f"output directory {out} is not an ExpressionSet cache; refusing to replace it")
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
