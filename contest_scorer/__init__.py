@@ -29,8 +29,10 @@ from contest_scorer.metrics import (
 )
 from contest_scorer.validation import validate_submission
 from contest_scorer.weights import (
+    GeneTotals,
     compute_mejia_weights,
     compute_pooled_weights,
+    mejia_weight_rows,
     minmax_square_normalize,
     t_vs_rest,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_SAMPLE_COL",
     "EXPRESSION_COL",
     "GENE_COL",
+    "GeneTotals",
     "PRED_COL",
     "ScoringError",
     "aggregate_leaderboards",
@@ -50,6 +53,7 @@ __all__ = [
     "compute_variance_weights",
     "counts_to_expression",
     "log2_cpm",
+    "mejia_weight_rows",
     "minmax_square_normalize",
     "per_compound_wmse",
     "proxy_weights",

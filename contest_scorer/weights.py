@@ -7,14 +7,17 @@ Arithmetic (``../shared/spec/contest-metric.md``), on replicate-level L = log2(C
     t = (mean_p - mean_r) / max(sqrt(v_p/n_p + v_r/n_r), 1e-12)
     w = s^2 / sum_g s^2 with s = min-max scaled |t| per compound; degenerate column -> uniform
 
-Everything needs only per-compound means/variances and per-gene totals, so the streaming loader
-computes the same weights from accumulated statistics through :func:`weights_from_stats`.
+Everything needs only per-compound means/variances and per-gene totals, so weights can be built
+from accumulated statistics: :func:`weights_from_stats` in float64 (the reference, used on data
+held in memory), and :func:`mejia_weight_rows`, the same arithmetic rearranged to stay well
+conditioned in float32, which drugcell's streaming loader uses chunk by chunk at full scale.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -113,6 +116,86 @@ def weights_from_stats(
         t = t_vs_rest(mean_p[sl], var_p[sl], n_p[sl], total_sum, total_sumsq, n_total, mode=mode)
         out[:, sl] = minmax_square_normalize(np.abs(t)).T
     return out
+
+
+@dataclass(frozen=True)
+class GeneTotals:
+    """What every compound's t-test shares, per gene over all N samples: the mean ``mean``, the
+    sum of squared deviations ``ss`` = (N - 1) V_g and the variance floor ``var`` = V_g (ddof=1).
+
+    Kept apart from the per-compound rows so that a caller computing weights in compound chunks
+    (or from a stream) derives them once.
+    """
+
+    mean: np.ndarray
+    ss: np.ndarray
+    var: np.ndarray
+    n: int
+
+    @classmethod
+    def from_sums(cls, total_sum: np.ndarray, total_sumsq: np.ndarray, n_total: int) -> GeneTotals:
+        """From per-gene sums of L and L^2 (float64) over all ``n_total`` samples.
+
+        The sums may be of a shifted L - c_g (any per-gene constant): ``ss`` and ``var`` are
+        unchanged and ``mean`` shifts with it, which keeps the sums free of cancellation.
+        """
+        n = int(n_total)
+        mean = total_sum / n
+        ss = np.maximum(total_sumsq - total_sum * mean, 0.0)
+        var = ss / (n - 1.0) if n > 1 else np.zeros_like(ss)
+        return cls(mean=mean, ss=ss, var=var, n=n)
+
+
+def mejia_weight_rows(mean_p: np.ndarray, var_p: np.ndarray, n_p: np.ndarray, totals: GeneTotals) -> np.ndarray:
+    """Mejia weights (c, G) float32 for c compounds from their means and ddof=1 variances (c, G).
+
+    The arithmetic of :func:`t_vs_rest` + :func:`minmax_square_normalize` (floored variances,
+    ``var_p`` ignored where ``n_p < 2``), rewritten around the global mean mu so it is well
+    conditioned in float32 (10x faster than float64 temporaries at 14k x 13k): with
+    d = mean_p - mu and N = n_p + n_r,
+
+        mean_p - mean_r = N d / n_r
+        var_r = (SS_all - (n_p - 1) var_p - n_p N d^2 / n_r) / (n_r - 1),  SS_all = (N - 1) V_g
+
+    Rows are independent, so callers may pass any chunk of compounds (threads may fill disjoint
+    rows of one array). ``mean_p`` must carry the same per-gene shift as the sums behind
+    ``totals`` (see :meth:`GeneTotals.from_sums`); the weights do not depend on the shift.
+    """
+    f32 = np.float32
+    n_total = totals.n
+    n = n_p.astype(np.float64)[:, None]
+    n_r = n_total - n
+    x = np.subtract(mean_p, totals.mean, dtype=np.float64).astype(f32)
+    vr = np.square(x)
+    vr *= (n * n_total / n_r).astype(f32)
+    vp = np.array(var_p, dtype=f32, copy=True)
+    single = n_p < 2
+    vp[single] = 0.0
+    vr += vp * (n - 1.0).astype(f32)
+    np.subtract(totals.ss.astype(f32), vr, out=vr)
+    vr *= (1.0 / np.maximum(n_r - 1.0, 1.0)).astype(f32)
+    v_g = totals.var.astype(f32)
+    np.maximum(vr, v_g, out=vr)
+    np.maximum(vp, v_g, out=vp)
+    vp[single] = v_g
+    vp *= (1.0 / n).astype(f32)
+    vr *= (1.0 / n_r).astype(f32)
+    vr += vp
+    np.sqrt(vr, out=vr)
+    np.maximum(vr, f32(_EPS), out=vr)
+    x *= (n_total / n_r).astype(f32)
+    np.divide(x, vr, out=x)
+    np.abs(x, out=x)
+    lo = x.min(axis=1, keepdims=True)
+    span = x.max(axis=1, keepdims=True) - lo
+    x -= lo
+    x *= 1.0 / np.where(span > 0, span, 1.0)
+    np.square(x, out=x)
+    total = x.sum(axis=1, keepdims=True, dtype=np.float64)
+    x *= (1.0 / np.where(total > 0, total, 1.0)).astype(f32)
+    flat = (span[:, 0] <= 0) | (total[:, 0] <= 0)
+    x[flat] = 1.0 / x.shape[1]
+    return x
 
 
 def replicate_stats(

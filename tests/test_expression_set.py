@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,3 +93,73 @@ def test_shape_and_duplicate_checks():
 def test_load_of_non_cache_dir_is_clear(tmp_path):
     with pytest.raises(DrugcellInputError, match="not an ExpressionSet cache"):
         ExpressionSet.load(tmp_path)
+
+
+def _edit_manifest(root, **changes):
+    """Rewrite the cache's manifest with ``changes`` (a value of None removes the key)."""
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for k, v in changes.items():
+        if v is None:
+            manifest.pop(k, None)
+        else:
+            manifest[k] = v
+    path.write_text(json.dumps(manifest))
+
+
+def test_cache_records_its_format_and_version(tmp_path):
+    make_es().save(tmp_path / "es")
+    manifest = json.loads((tmp_path / "es" / "manifest.json").read_text())
+    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == 2
+    assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 2
+
+
+def test_version_1_cache_reads_the_same_arrays(tmp_path):
+    """A cache written before the version fields existed (version 1: same files, manifest without
+    ``format``/``format_version``) reads back equal and is reported as version 1; saving it again
+    writes the current version."""
+    es = make_es()
+    es.save(tmp_path / "v1")
+    _edit_manifest(tmp_path / "v1", format=None, format_version=None)
+    assert json.loads((tmp_path / "v1" / "manifest.json").read_text())["kind"] == "drugcell.ExpressionSet"
+    back = ExpressionSet.load(tmp_path / "v1")
+    for name in ("compounds", "genes", "smiles", "inchikey", "control_ids"):
+        assert list(getattr(back, name)) == list(getattr(es, name))
+    for name in ("expression", "weights", "control", "control_expression", "control_weights", "n_replicates"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(es, name))
+    assert back.fingerprint() == es.fingerprint()
+    assert back.info["cache_format_version"] == 1
+    back.save(tmp_path / "again")
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and "cache_format_version" not in manifest["info"]
+
+
+def test_future_version_and_other_format_are_refused_naming_the_folder(tmp_path):
+    root = tmp_path / "es"
+    make_es().save(root)
+    folder = re.escape(str(root))
+    _edit_manifest(root, format_version=3)
+    with pytest.raises(DrugcellInputError, match=f"{folder} has format version 3, newer than this drugcell reads"):
+        ExpressionSet.load(root)
+    _edit_manifest(root, format_version=2, format="someone.elses_cache")
+    with pytest.raises(DrugcellInputError, match=f"{folder} is not an ExpressionSet cache.*'someone.elses_cache'"):
+        ExpressionSet.load(root)
+    _edit_manifest(root, format=None, format_version=None, kind=None)  # no mark at all (e.g. a CV run's manifest)
+    with pytest.raises(DrugcellInputError, match=f"{folder} is not an ExpressionSet cache"):
+        ExpressionSet.load(root)
+    _edit_manifest(root, format="drugcell.expression_set", format_version="2")
+    with pytest.raises(DrugcellInputError, match=f"{folder}.*format_version '2', not a positive integer"):
+        ExpressionSet.load(root)
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(DrugcellInputError, match=f"{folder}.*cannot read"):
+        ExpressionSet.load(root)
+
+
+@pytest.mark.parametrize("missing", ["weights.npy", "control_weights.npy", "genes.parquet"])
+def test_missing_cache_file_is_refused_naming_it(tmp_path, missing):
+    root = tmp_path / "es"
+    make_es().save(root)
+    (root / missing).unlink()
+    with pytest.raises(DrugcellInputError, match=f"{re.escape(str(root))} is incomplete: .*{re.escape(missing)} is "
+                                                 "missing; re-run `drugcell load`"):
+        ExpressionSet.load(root)

@@ -479,7 +479,7 @@ def test_block_decode_equals_plain_sums_over_row_groups(tmp_path, dtype):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from drugcell.data.loader import _WideParquet
+    from drugcell.data.counts import _WideParquet
 
     rng = np.random.default_rng(3)
     counts = rng.poisson(7.0, (50, 6)).astype(dtype)
@@ -512,7 +512,7 @@ def test_block_decode_refuses_negative_outside_scored_genes(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from drugcell.data.loader import _WideParquet
+    from drugcell.data.counts import _WideParquet
 
     counts = np.ones((20, 3), dtype=np.int64)
     counts[13, 2] = -4
@@ -541,7 +541,7 @@ def test_weights_in_small_threaded_chunks_equal_one_chunk(data, monkeypatch):
 
 def test_numpy_hugepage_switch_is_restored():
     """The load turns numpy's huge-page advice off and gives back whatever setting it found."""
-    from drugcell.data.loader import _no_numpy_hugepages
+    from drugcell.data.memory import _no_numpy_hugepages
 
     switch = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
     if switch is None:
@@ -575,3 +575,33 @@ def test_load_decodes_with_the_system_pool_and_restores_the_default(data):
         loader._load_vcpi = real
     assert seen == [pa.system_memory_pool().backend_name]
     assert pa.default_memory_pool().backend_name == before
+
+
+def test_float32_mejia_rows_equal_the_float64_recipe_and_ignore_the_shift():
+    """``contest_scorer.mejia_weight_rows`` (the loader's float32 arithmetic) equals
+    ``weights_from_stats`` (float64) on replicate-level data with single replicates and a compound
+    without replicate variance; shifting every mean and the totals by a per-gene constant changes
+    nothing, and so does cutting the compounds into chunks."""
+    from contest_scorer.weights import weights_from_stats
+
+    rng = np.random.default_rng(7)
+    n_genes, sizes = 30, [1, 2, 2, 3, 5, 2, 1, 4]
+    x = [rng.normal(8.0, 1.0, (k, n_genes)) for k in sizes]
+    x[5][:] = 8.0  # replicates that agree exactly: the variance floor V_g takes over
+    allx = np.vstack(x)
+    mean = np.array([a.mean(0) for a in x])
+    var = np.array([a.var(0, ddof=1) if len(a) > 1 else np.full(n_genes, np.nan) for a in x])
+    n = np.array(sizes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = weights_from_stats(mean, var, n, allx.sum(0), (allx * allx).sum(0), len(allx)).T
+    totals = cs.GeneTotals.from_sums(allx.sum(0), (allx * allx).sum(0), len(allx))
+    got = cs.mejia_weight_rows(mean, var, n, totals)
+    assert got.dtype == np.float32 and got.shape == (len(sizes), n_genes)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    shift = allx[0]
+    u = allx - shift
+    shifted = cs.mejia_weight_rows(mean - shift, var, n, cs.GeneTotals.from_sums(u.sum(0), (u * u).sum(0), len(u)))
+    np.testing.assert_allclose(shifted, want, rtol=1e-4, atol=1e-7)
+    halves = np.vstack([cs.mejia_weight_rows(mean[s], var[s], n[s], totals) for s in (slice(0, 3), slice(3, None))])
+    np.testing.assert_array_equal(halves, got)  # rows are independent: any chunking gives the same bits

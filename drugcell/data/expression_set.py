@@ -2,6 +2,11 @@
 
 A cache directory of plain ``.npy`` arrays and small parquet tables, so it loads in a second
 (memory-mapped on request) and needs no pickle. Layout and fields: docs/architecture.md.
+
+The cache is versioned (``format`` and ``format_version`` in ``manifest.json``) so that a cache
+written by another drugcell is read correctly or refused with a message, never misread.
+Version 1 is the layout written before the version fields existed (the same files; read as is);
+version 2 adds the fields.
 """
 
 from __future__ import annotations
@@ -17,10 +22,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance
 
+#: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
+FORMAT = "drugcell.expression_set"
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+_KIND = "drugcell.ExpressionSet"  # the version-1 manifest's only mark (still written, for older readers)
 _ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
+_COMPOUNDS, _GENES, _CONTROLS = "compounds.parquet", "genes.parquet", "controls.parquet"
+_INCHIKEY_COL, _N_REPLICATES_COL = "inchi_key", "n_replicates"  # compounds.parquet's own columns
+_PANDAS_INDEX = "__index_level_0__"
+#: info keys that describe one loaded copy, not the data (left out when the set is saved again)
+_LOAD_ONLY_INFO = ("cache_format_version",)
+_REBUILD = "re-run `drugcell load` (or `drugcell synth`) to rebuild it"
 
 
 def _str_array(x: Any) -> np.ndarray:
@@ -125,9 +142,9 @@ class ExpressionSet:
         """Long ``compound, gene_id, expression`` table (the official truth layout)."""
         return pd.DataFrame(
             {
-                "compound": np.repeat(self.compounds.astype(str), self.n_genes),
-                "gene_id": np.tile(self.genes.astype(str), self.n_compounds),
-                "expression": self.expression.ravel(),
+                COMPOUND_COL: np.repeat(self.compounds.astype(str), self.n_genes),
+                GENE_COL: np.tile(self.genes.astype(str), self.n_compounds),
+                EXPRESSION_COL: self.expression.ravel(),
             }
         )
 
@@ -140,50 +157,52 @@ class ExpressionSet:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
             pd.DataFrame(
                 {
-                    "compound": self.compounds.astype(str),
-                    "smiles": self.smiles.astype(str),
-                    "inchi_key": self.inchikey.astype(str),
-                    "n_replicates": self.n_replicates,
+                    COMPOUND_COL: self.compounds.astype(str),
+                    SMILES_COL: self.smiles.astype(str),
+                    _INCHIKEY_COL: self.inchikey.astype(str),
+                    _N_REPLICATES_COL: self.n_replicates,
                 }
-            ).to_parquet(tmp / "compounds.parquet", index=False)
-            pd.DataFrame({"gene_id": self.genes.astype(str)}).to_parquet(tmp / "genes.parquet", index=False)
-            pd.DataFrame({"compound": self.control_ids.astype(str)}).to_parquet(tmp / "controls.parquet", index=False)
+            ).to_parquet(tmp / _COMPOUNDS, index=False)
+            pd.DataFrame({GENE_COL: self.genes.astype(str)}).to_parquet(tmp / _GENES, index=False)
+            pd.DataFrame({COMPOUND_COL: self.control_ids.astype(str)}).to_parquet(tmp / _CONTROLS, index=False)
             manifest = {
-                "kind": "drugcell.ExpressionSet",
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "kind": _KIND,
                 "n_compounds": self.n_compounds,
                 "n_genes": self.n_genes,
                 "n_controls": len(self.control_ids),
                 "data_fingerprint": self.fingerprint(),
-                "info": self.info,
+                "info": {k: v for k, v in self.info.items() if k not in _LOAD_ONLY_INFO},
                 "provenance": provenance(data_fingerprint=self.fingerprint()),
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         return final
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> ExpressionSet:
-        """Read a cache dir written by :meth:`save` (``mmap=True`` maps the big arrays lazily)."""
+        """Read a cache dir written by :meth:`save`, any format version up to :data:`FORMAT_VERSION`
+        (``mmap=True`` maps the big arrays lazily); ``info["cache_format_version"]`` says which."""
         root = Path(path)
-        manifest_path = root / "manifest.json"
-        if not manifest_path.exists():
-            raise DrugcellInputError(
-                f"{root} is not an ExpressionSet cache (no manifest.json); create one with `drugcell load` or `drugcell synth`"
-            )
-        manifest = json.loads(manifest_path.read_text())
+        manifest, version = _read_manifest(root)
+        for name in (*(f"{a}.npy" for a in _ARRAYS), _COMPOUNDS, _GENES, _CONTROLS):
+            if not (root / name).is_file():
+                raise DrugcellInputError(f"ExpressionSet cache {root} is incomplete: {root / name} is missing; {_REBUILD}")
         mode = "r" if mmap else None
         arrays = {name: np.load(root / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
-        comp = pd.read_parquet(root / "compounds.parquet")
-        genes = pd.read_parquet(root / "genes.parquet")["gene_id"].to_numpy()
-        controls = pd.read_parquet(root / "controls.parquet")["compound"].to_numpy()
+        comp = pd.read_parquet(root / _COMPOUNDS)
+        genes = pd.read_parquet(root / _GENES)[GENE_COL].to_numpy()
+        controls = pd.read_parquet(root / _CONTROLS)[COMPOUND_COL].to_numpy()
         info = dict(manifest.get("info", {}))
         info["fingerprint"] = manifest.get("data_fingerprint", info.get("fingerprint"))
         info["path"] = str(root.resolve())
+        info["cache_format_version"] = version
         return cls(
-            compounds=comp["compound"].to_numpy(),
+            compounds=comp[COMPOUND_COL].to_numpy(),
             genes=genes,
-            smiles=comp["smiles"].to_numpy(),
-            inchikey=comp["inchi_key"].to_numpy(),
-            n_replicates=comp["n_replicates"].to_numpy(),
+            smiles=comp[SMILES_COL].to_numpy(),
+            inchikey=comp[_INCHIKEY_COL].to_numpy(),
+            n_replicates=comp[_N_REPLICATES_COL].to_numpy(),
             control_ids=controls,
             info=info,
             **arrays,
@@ -192,7 +211,7 @@ class ExpressionSet:
     # ------------------------------------------------------------------ official weights file
     def write_weights_parquet(self, path: str | os.PathLike[str], *, dtype: str = "float16") -> None:
         """The official ``weights.parquet`` layout: ``gene_id`` + one column per compound (controls too)."""
-        cols: dict[str, Any] = {"gene_id": pa.array(self.genes.astype(str))}
+        cols: dict[str, Any] = {GENE_COL: pa.array(self.genes.astype(str))}
         for j, c in enumerate(self.compounds):
             cols[str(c)] = pa.array(np.asarray(self.weights[:, j]).astype(dtype))
         for j, c in enumerate(self.control_ids):
@@ -212,9 +231,9 @@ class ExpressionSet:
             raise DrugcellInputError(f"weights file {path} does not exist")
         table = pq.read_table(path)
         names = table.column_names
-        gene_col = "gene_id" if "gene_id" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
+        gene_col = GENE_COL if GENE_COL in names else (_PANDAS_INDEX if _PANDAS_INDEX in names else None)
         if gene_col is None:
-            raise DrugcellInputError(f"{path}: no `gene_id` column (the official layout has genes as rows)")
+            raise DrugcellInputError(f"{path}: no `{GENE_COL}` column (the official layout has genes as rows)")
         file_genes = [str(g) for g in table.column(gene_col).to_pylist()]
         gpos = {g: i for i, g in enumerate(file_genes)}
         missing_g = [g for g in self.genes if g not in gpos]
@@ -239,3 +258,43 @@ class ExpressionSet:
         info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
         info.pop("fingerprint", None)
         return replace(self, weights=w, info=info)
+
+
+def _read_manifest(root: Path) -> tuple[dict[str, Any], int]:
+    """The cache's manifest and its format version; anything this code cannot read is refused
+    with a message that names the folder and says what to do."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise DrugcellInputError(
+            f"{root} is not an ExpressionSet cache (no {MANIFEST}); create one with `drugcell load` or `drugcell synth`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DrugcellInputError(f"ExpressionSet cache {root}: cannot read {manifest_path} ({exc}); {_REBUILD}") from exc
+    if not isinstance(manifest, dict):
+        raise DrugcellInputError(f"ExpressionSet cache {root}: {manifest_path} is not a JSON object; {_REBUILD}")
+    fmt, version = manifest.get("format"), manifest.get("format_version")
+    if fmt is None and version is None:  # version 1: written before the fields existed
+        if manifest.get("kind") != _KIND:
+            raise DrugcellInputError(
+                f"{root} is not an ExpressionSet cache: {manifest_path} has no format {FORMAT!r} (nor the version-1 "
+                f"kind {_KIND!r}); pass a folder written by `drugcell load` or `drugcell synth`"
+            )
+        return manifest, 1
+    if fmt != FORMAT:
+        raise DrugcellInputError(
+            f"{root} is not an ExpressionSet cache: {manifest_path} says format {fmt!r}, expected {FORMAT!r}; "
+            "pass a folder written by `drugcell load` or `drugcell synth`"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DrugcellInputError(
+            f"ExpressionSet cache {root}: {manifest_path} has format_version {version!r}, not a positive integer; "
+            f"{_REBUILD}"
+        )
+    if version > FORMAT_VERSION:
+        raise DrugcellInputError(
+            f"ExpressionSet cache {root} has format version {version}, newer than this drugcell reads (up to "
+            f"{FORMAT_VERSION}); upgrade drugcell, or {_REBUILD} with this one"
+        )
+    return manifest, version
