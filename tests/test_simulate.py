@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from drugcell.data import molecules_library as lib
+from drugcell.data import vcpi
 from drugcell.data.simulate import METADATA_COLUMNS, simulate_vcpi
 from drugcell.errors import DrugcellInputError
 
@@ -141,7 +142,7 @@ def test_test_files_layout(sim):
         "compound", "compound_name", "compound_concentration", "compound_concentration_unit",
         "cell_line", "timepoint", "smiles", "inchi_key",
     ]
-    assert list(test.columns) == real_cols
+    assert list(test.columns) == real_cols and tuple(real_cols) == vcpi.TEST_COMPOUNDS_COLUMNS
     assert len(test) == 12 and test["compound"].is_unique
     truth = pd.read_parquet(sim / "test_truth.parquet")
     genes = pd.read_csv(sim / "gene_filter.csv")["gene_id"]
@@ -308,13 +309,14 @@ def test_test_weights_equal_the_contest_recipe(tmp_path):
     """test_weights.parquet equals contest_scorer.compute_mejia_weights on the simulated wells
     (library over all genes; every contest-condition well, train and test, is a sample)."""
     import contest_scorer as cs
-    from drugcell.data.simulate import _batch_counts, _gene_batches, _world, config_for
+    from drugcell.data.simulate import config_for
+    from drugcell.data.simulate.world import batch_counts, build_world, gene_batches
 
     files = simulate_vcpi(tmp_path / "sim", preset="tiny", n_genes=400, seed=3)
     cfg = config_for("tiny", n_genes=400, seed=3)
-    world = _world(cfg)
-    counts = np.hstack([_batch_counts(world, g0, g1, b) for b, (g0, g1) in
-                        enumerate(_gene_batches(cfg.n_genes, cfg.gene_batch))])  # wells x genes
+    world = build_world(cfg)
+    counts = np.hstack([batch_counts(world, g0, g1, b) for b, (g0, g1) in
+                        enumerate(gene_batches(cfg.n_genes, cfg.gene_batch))])  # wells x genes
     wells = world.wells
     lib = counts.sum(axis=1)
     train = ~wells.is_test & ~world.is_off
