@@ -84,10 +84,9 @@ def test_metadata_layout_plates_and_controls(frames):
     assert set(meta["compound"]) <= set(chem["compound"])
     assert chem["inchi_key"].str.match(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$").all()
     # controls: DMSO plus the four positives, spelled several ways, one UUID each
-    canon = {lib._norm(v): k for k, (_, vs) in lib.CONTROLS.items() for v in vs}
     ctrl = meta.loc[meta["is_control"]]
-    names = ctrl["user_compound_id"].map(lambda u: canon[lib._norm(u)])
-    assert set(names) == set(lib.CONTROLS)
+    names = ctrl["user_compound_id"].map(vcpi.control_id)   # the loader's own control rule
+    assert names.notna().all() and set(names) == set(lib.CONTROLS)
     assert ctrl.groupby(names)["compound"].nunique().eq(1).all()
     assert ctrl.loc[names == "Staurosporine", "user_compound_id"].nunique() > 1
     assert set(meta.loc[meta["user_compound_id"] == "DMSO", "compound_concentration_unit"]) == {"%"}
@@ -221,6 +220,13 @@ def test_smiles_file_and_bad_inputs(tmp_path):
         simulate_vcpi(tmp_path / "u", n_compounds=40, n_genes=300, smiles_file=str(tmp_path / "none.smi"))
     with pytest.raises(DrugcellInputError, match="preset"):
         simulate_vcpi(tmp_path / "v", preset="huge")
+
+
+def test_control_names_agree_with_the_loader():
+    """The simulator's controls are the loader's: the same canonical ids, every spelling recognised."""
+    assert tuple(lib.CONTROLS) == vcpi.CONTROL_IDS
+    for canon, (_, spellings) in lib.CONTROLS.items():
+        assert [vcpi.control_id(s) for s in spellings] == [canon] * len(spellings)
 
 
 def test_library_molecules_are_valid_distinct_and_druglike():
