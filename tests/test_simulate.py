@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from drugcell.data import molecules_library as lib
+from drugcell.data import vcpi
 from drugcell.data.simulate import METADATA_COLUMNS, simulate_vcpi
 from drugcell.errors import DrugcellInputError
 
@@ -83,10 +84,9 @@ def test_metadata_layout_plates_and_controls(frames):
     assert set(meta["compound"]) <= set(chem["compound"])
     assert chem["inchi_key"].str.match(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$").all()
     # controls: DMSO plus the four positives, spelled several ways, one UUID each
-    canon = {lib._norm(v): k for k, (_, vs) in lib.CONTROLS.items() for v in vs}
     ctrl = meta.loc[meta["is_control"]]
-    names = ctrl["user_compound_id"].map(lambda u: canon[lib._norm(u)])
-    assert set(names) == set(lib.CONTROLS)
+    names = ctrl["user_compound_id"].map(vcpi.control_id)   # the loader's own control rule
+    assert names.notna().all() and set(names) == set(lib.CONTROLS)
     assert ctrl.groupby(names)["compound"].nunique().eq(1).all()
     assert ctrl.loc[names == "Staurosporine", "user_compound_id"].nunique() > 1
     assert set(meta.loc[meta["user_compound_id"] == "DMSO", "compound_concentration_unit"]) == {"%"}
@@ -141,7 +141,7 @@ def test_test_files_layout(sim):
         "compound", "compound_name", "compound_concentration", "compound_concentration_unit",
         "cell_line", "timepoint", "smiles", "inchi_key",
     ]
-    assert list(test.columns) == real_cols
+    assert list(test.columns) == real_cols and tuple(real_cols) == vcpi.TEST_COMPOUNDS_COLUMNS
     assert len(test) == 12 and test["compound"].is_unique
     truth = pd.read_parquet(sim / "test_truth.parquet")
     genes = pd.read_csv(sim / "gene_filter.csv")["gene_id"]
@@ -220,6 +220,13 @@ def test_smiles_file_and_bad_inputs(tmp_path):
         simulate_vcpi(tmp_path / "u", n_compounds=40, n_genes=300, smiles_file=str(tmp_path / "none.smi"))
     with pytest.raises(DrugcellInputError, match="preset"):
         simulate_vcpi(tmp_path / "v", preset="huge")
+
+
+def test_control_names_agree_with_the_loader():
+    """The simulator's controls are the loader's: the same canonical ids, every spelling recognised."""
+    assert tuple(lib.CONTROLS) == vcpi.CONTROL_IDS
+    for canon, (_, spellings) in lib.CONTROLS.items():
+        assert [vcpi.control_id(s) for s in spellings] == [canon] * len(spellings)
 
 
 def test_library_molecules_are_valid_distinct_and_druglike():
@@ -308,13 +315,14 @@ def test_test_weights_equal_the_contest_recipe(tmp_path):
     """test_weights.parquet equals contest_scorer.compute_mejia_weights on the simulated wells
     (library over all genes; every contest-condition well, train and test, is a sample)."""
     import contest_scorer as cs
-    from drugcell.data.simulate import _batch_counts, _gene_batches, _world, config_for
+    from drugcell.data.simulate import config_for
+    from drugcell.data.simulate.world import batch_counts, build_world, gene_batches
 
     files = simulate_vcpi(tmp_path / "sim", preset="tiny", n_genes=400, seed=3)
     cfg = config_for("tiny", n_genes=400, seed=3)
-    world = _world(cfg)
-    counts = np.hstack([_batch_counts(world, g0, g1, b) for b, (g0, g1) in
-                        enumerate(_gene_batches(cfg.n_genes, cfg.gene_batch))])  # wells x genes
+    world = build_world(cfg)
+    counts = np.hstack([batch_counts(world, g0, g1, b) for b, (g0, g1) in
+                        enumerate(gene_batches(cfg.n_genes, cfg.gene_batch))])  # wells x genes
     wells = world.wells
     lib = counts.sum(axis=1)
     train = ~wells.is_test & ~world.is_off

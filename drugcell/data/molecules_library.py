@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drugcell.data.vcpi import DMSO
+
 #: (name, template). Slots are R1..R3; each template has at least two.
 SCAFFOLDS: tuple[tuple[str, str], ...] = (
     ("benzene", "c1cc([R1])ccc1([R2])"),
@@ -122,9 +124,11 @@ PROGRAM_KEYS: tuple[tuple[str, str, float], ...] = (
     ("benzimidazole_like", "c1nc2ccccc2[nH,o,s]1", 0.5),
 )
 
-#: The four positive controls and the vehicle: canonical id -> (SMILES, spellings used in wells).
+#: The vehicle and the four positive controls: canonical id -> (SMILES, spellings used in wells).
+#: Ids and order are :data:`drugcell.data.vcpi.CONTROL_IDS`; every spelling must be recognised by
+#: :func:`drugcell.data.vcpi.control_id` (tests check both).
 CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "DMSO": ("CS(C)=O", ("DMSO",)),
+    DMSO: ("CS(C)=O", (DMSO,)),
     "Staurosporine": (
         "C[C@@]12[C@@H]([C@@H](C[C@@H](O1)N3C4=CC=CC=C4C5=C6C(=C7C8=CC=CC=C8N2C7=C53)CNC6=O)NC)OC",
         ("Staurosporine", "staurosporine", "Staurosporin", "STAUROSPORINE"),
@@ -223,7 +227,3 @@ def enumerate_molecules(
         out.append(Molecule(hit[0], k))
     return out
 
-
-def _norm(name: object) -> str:
-    """Spelling-insensitive control name (the loader has its own; this one serves the checks)."""
-    return "".join(ch for ch in str(name).lower() if ch.isalnum())

@@ -62,26 +62,59 @@ KNOWN_METADATA_COLUMNS: tuple[str, ...] = (
     TOTAL_UMI_COL, NGENES_COL, PERCENT_MITO_COL,
 )
 N_METADATA_COLUMNS_REAL = 26
+# The other metadata columns: the real file carries 26; the loader ignores these, the simulator
+# writes them (names chosen to read like the real release, not taken from it).
+COMPOUND_NAME_COL = "compound_name"
+CONTROL_TYPE_COL = "control_type"
+WELL_COL = "well_id"
+REPLICATE_COL = "replicate"
+RELEASE_COL = "release"
+BATCH_COL = "batch_id"
+ORGANISM_COL = "organism"
+ASSAY_COL = "assay"
+TOTAL_READS_COL = "total_read_count"
+PERCENT_RIBO_COL = "percent_ribosomal"
+SEQUENCING_DATE_COL = "sequencing_date"
 
 # ---- chemistry (one row per compound UUID) ---------------------------------------------------
 CHEM_UUID_COL = "compound"
 SMILES_COL = "smiles"
 INCHIKEY_COL = "inchi_key"
 REQUIRED_CHEMISTRY_COLUMNS: tuple[str, ...] = (CHEM_UUID_COL, SMILES_COL)
+MOLECULAR_WEIGHT_COL = "molecular_weight"
+LOG_P_COL = "log_p"
+TPSA_COL = "tpsa"
 KNOWN_CHEMISTRY_COLUMNS: tuple[str, ...] = (
     CHEM_UUID_COL, SMILES_COL, INCHIKEY_COL, "molecular_weight", "log_p", "tpsa",
 )
+
+# ---- test_compounds.csv (one row per held-out compound) ----------------------------------------
+#: the contest compound id (the values of ``user_compound_id``), under the name ``compound``
+TEST_COMPOUND_COL = "compound"
+#: The file's columns in order (spec ``contest-metric.md``); only id and SMILES are required.
+TEST_COMPOUNDS_COLUMNS: tuple[str, ...] = (
+    TEST_COMPOUND_COL, COMPOUND_NAME_COL, CONCENTRATION_COL, CONCENTRATION_UNIT_COL, CELL_LINE_COL,
+    TIMEPOINT_COL, SMILES_COL, INCHIKEY_COL,
+)
+REQUIRED_TEST_COLUMNS: tuple[str, ...] = (TEST_COMPOUND_COL, SMILES_COL)
 
 # ---- the contest condition -------------------------------------------------------------------
 CONTEST_CONCENTRATION_NM = 10000.0
 CONTEST_CELL_LINE = "THP-1"
 CONTEST_TIMEPOINT = "24h"
+CONCENTRATION_UNIT_NM = "nM"
+#: how test_compounds.csv states the same 10 uM
+TEST_CONCENTRATION_UM = 10.0
+TEST_CONCENTRATION_UNIT = "uM"
 
 #: samples decoded per batch by the loader (about 2.5 MB each at 78,778 genes)
 DEFAULT_BATCH_SIZE = 256
 
 # ---- controls --------------------------------------------------------------------------------
 DMSO = "DMSO"
+#: the vehicle fraction DMSO wells carry as their concentration
+DMSO_CONCENTRATION = 0.15
+DMSO_CONCENTRATION_UNIT = "%"
 #: canonical id -> normalised spellings seen (or plausible) in real metadata
 POSITIVE_CONTROLS: dict[str, tuple[str, ...]] = {
     "Staurosporine": ("staurosporine", "staurosporin"),
