@@ -247,7 +247,7 @@ def make_submission(
 def calibrated_std_scale(run_dir: str | Path, predictor: str) -> float | None:
     """The std scale ``s`` fitted on every held-out fold of a CV run for ``predictor`` (None when the
     run has no uncertainty samples for it): multiply the predicted std by it for calibrated intervals."""
-    from drugcell.evaluation.calibration import calibration_summary, load_uncertainty
+    from drugcell.calibration.grouping import calibration_summary, load_uncertainty
 
     path = Path(run_dir) / "uncertainty.parquet"
     if not path.exists():

@@ -23,7 +23,7 @@ def calibrate(
     other folds and tested on each held-out fold. Writes calibration.parquet,
     calibration_reliability.parquet, calibration.md, calibration_<predictor>.png and
     calibration_manifest.json into RUN_DIR and prints the summary table."""
-    from drugcell.evaluation.calibration import calibrate_run, calibration_markdown
+    from drugcell.calibration.report import calibrate_run, calibration_markdown
 
     report = calibrate_run(run_dir, n_bins=bins)
     typer.echo(calibration_markdown(report.summary))
