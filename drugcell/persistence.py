@@ -43,7 +43,6 @@ FORMAT_VERSION = 2
 CALIBRATOR_FILE = "calibrator.json"
 FP_RADIUS = MORGAN_RADIUS
 FP_BITS = MORGAN_BITS
-DEFAULT_FAR_THRESHOLD = 0.3
 
 
 # ----------------------------------------------------------------------------- training info

@@ -27,6 +27,7 @@ from drugcell.config import PredictorSpec
 from drugcell.errors import DrugcellInputError
 from drugcell.fitting import fit_spec
 from drugcell.persistence import save_model
+from drugcell.prediction import calibrated
 from drugcell.provenance import atomic_path, fingerprint_files, provenance, write_json
 
 DEFAULT_OUT = Path("submissions/predictions.parquet")
@@ -139,6 +140,8 @@ def make_submission(
     from contest_scorer import ScoringError, validate_submission
     from drugcell.splits.audit import audit_split
 
+    if calibrator is not None and calibrator.predictor != spec.name:
+        raise ValueError(f"the calibrator was fitted for {calibrator.predictor!r}, not for {spec.name!r}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     out = Path(out)
@@ -161,7 +164,7 @@ def make_submission(
         save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=True,
                    calibrator=calibrator)
     t2 = time.perf_counter()
-    pred = model.predict(test_smiles)
+    pred = calibrated(model.predict(test_smiles), calibrator)
     timings["predict_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -183,9 +186,8 @@ def make_submission(
     std_out = None
     if write_std and pred.std is not None:
         std_out = out.with_name(out.stem + ".std.parquet")
-        std_vals = pred.std[:, cols] if calibrator is None else calibrator.apply(pred.std[:, cols])
         with atomic_path(std_out) as tmp:
-            pq.write_table(long_table(test_ids, genes, std_vals, "predicted_std"), tmp, compression="zstd")
+            pq.write_table(long_table(test_ids, genes, pred.std[:, cols], "predicted_std"), tmp, compression="zstd")
     timings["write_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
 
