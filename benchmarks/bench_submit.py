@@ -37,8 +37,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from drugcell.data.molecules_library import enumerate_molecules
+    from drugcell.fitting import resolve_predictor
     from drugcell.paths import shared_data_dir
-    from drugcell.submission import make_submission, resolve_predictor
+    from drugcell.submission import make_submission
 
     spec, seed = resolve_predictor(args.predictor, config=args.config)
     rows = []

@@ -90,7 +90,7 @@ def run_demo(
     best = res.best(cfg.metrics[0])
     _say(f"\nbest under {cfg.metrics[0]}: {best}   (full report: {out / 'run' / 'summary.md'})")
     if (out / "run" / "uncertainty.parquet").exists():
-        from drugcell.evaluation.calibration import calibrate_run
+        from drugcell.calibration.report import calibrate_run
 
         cal = calibrate_run(out / "run")
         pooled = cal.summary[cal.summary["fold"].astype(str) == "all"]

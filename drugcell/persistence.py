@@ -1,4 +1,4 @@
-"""Saved models: fit once, predict new molecules later (``drugcell fit`` / ``drugcell predict``).
+"""Saved models: a fitted predictor written to a folder and read back exactly (no fitting, no predicting here).
 
 A model dir holds plain data only, so loading never executes stored code (no pickle anywhere)::
 
@@ -9,9 +9,13 @@ A model dir holds plain data only, so loading never executes stored code (no pic
                       mask and mean profile: for the far-from-training warning and the
                       "vs mean" table of ``drugcell predict``
     training.parquet  compound, smiles of the training compounds (readable)
+    calibrator.json   optional: the std :class:`~drugcell.calibration.calibrator.Calibrator` fitted
+                      on a CV run's held-out errors (listed with its sha256 in model.json)
 
 :func:`load_model` rebuilds the predictor through the registry (``make_predictor(kind,
-**config)``) and restores it with ``set_state``.
+**config)``) and restores it with ``set_state``; :class:`SavedModel` adds the training
+compounds and the calibrator. Fitting lives in :mod:`drugcell.fitting`, prediction of new
+molecules in :mod:`drugcell.prediction`: both import this module, never the other way.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ import numpy as np
 import pandas as pd
 
 from drugcell import __version__
+from drugcell.calibration.calibrator import Calibrator
 from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
-from drugcell.models.base import Prediction, Predictor
-from drugcell.provenance import atomic_dir, atomic_path, provenance
+from drugcell.models.base import Predictor
+from drugcell.provenance import atomic_dir, provenance
 
 FORMAT = "drugcell.model"
-FORMAT_VERSION = 1
+#: 2 adds the optional calibrator.json (version 1 folders still load: they have none).
+FORMAT_VERSION = 2
+CALIBRATOR_FILE = "calibrator.json"
 FP_RADIUS = MORGAN_RADIUS
 FP_BITS = MORGAN_BITS
-DEFAULT_FAR_THRESHOLD = 0.3
 
 
 # ----------------------------------------------------------------------------- training info
@@ -88,11 +94,19 @@ def _sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- save
+def _check_calibrator(calibrator: Calibrator | None, name: str) -> None:
+    if calibrator is not None and calibrator.predictor != name:
+        raise ValueError(f"the calibrator was fitted for predictor {calibrator.predictor!r}, "
+                         f"not for the model named {name!r}")
+
+
 def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name: str | None = None,
-               seed: int | None = None, overwrite: bool = False) -> Path:
+               seed: int | None = None, overwrite: bool = False, calibrator: Calibrator | None = None) -> Path:
     """Write a fitted predictor to ``model_dir`` (built in a temp dir, then renamed into place).
 
-    ``train_info`` is a :class:`TrainInfo` or the ExpressionSet the model was fitted on.
+    ``train_info`` is a :class:`TrainInfo` or the ExpressionSet the model was fitted on;
+    ``calibrator`` (fitted for the predictor called ``name``) is stored as ``calibrator.json``
+    and applied to the std by ``drugcell predict``.
     """
     from drugcell.chem.fingerprints import morgan_bits
     from drugcell.chem.molecules import parse_smiles
@@ -100,6 +114,8 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
     if not predictor.is_fitted:
         raise DrugcellInputError(f"predictor {predictor.kind!r} is not fitted; fit it before saving")
     info = _as_train_info(train_info)
+    name = name or predictor.kind
+    _check_calibrator(calibrator, name)
     final = Path(model_dir)
     if final.exists() and any(final.iterdir()):
         if not overwrite:
@@ -120,11 +136,13 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
                  mean_profile=np.asarray(info.mean_profile, dtype=np.float32))
         pd.DataFrame({"compound": info.compounds, "smiles": info.smiles}).to_parquet(
             tmp / "training.parquet", index=False)
+        if calibrator is not None:
+            calibrator.save(tmp / CALIBRATOR_FILE)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "kind": predictor.kind,
-            "name": name or predictor.kind,
+            "name": name,
             "config": predictor.get_config(),
             "genes": genes.tolist(),
             "drugcell_version": __version__,
@@ -135,6 +153,8 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
             },
             "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in state.items()},
             "arrays_sha256": _sha256(tmp / "arrays.npz"),
+            "calibrator": None if calibrator is None else {
+                "file": CALIBRATOR_FILE, "sha256": _sha256(tmp / CALIBRATOR_FILE), "scale": calibrator.scale},
             "provenance": provenance(command="drugcell fit", seed=seed, data_fingerprint=info.data_fingerprint,
                                      config={"kind": predictor.kind, **predictor.get_config()}),
         }
@@ -196,9 +216,23 @@ def load_model(model_dir: str | Path) -> Predictor:
     return predictor
 
 
+def read_calibrator(model_dir: str | Path, meta: dict[str, Any] | None = None) -> Calibrator | None:
+    """The model's std calibrator, or None when it was saved without one (checksum-checked)."""
+    root = Path(model_dir)
+    entry = (read_model_meta(root) if meta is None else meta).get("calibrator")
+    if entry is None:
+        return None
+    path = root / entry.get("file", CALIBRATOR_FILE)
+    if not path.is_file():
+        raise DrugcellInputError(f"{root}: {path.name} is listed in model.json but missing; the model dir is incomplete")
+    if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+        raise DrugcellInputError(f"{path}: checksum differs from model.json; the file is corrupt, refit")
+    return Calibrator.load(path)
+
+
 @dataclass
 class SavedModel:
-    """A loaded predictor plus what it remembers of its training compounds."""
+    """A loaded predictor plus what it remembers of its training compounds and its std calibrator."""
 
     predictor: Predictor
     meta: dict[str, Any]
@@ -206,6 +240,7 @@ class SavedModel:
     train_parsed: np.ndarray  # (C,) bool
     train_compounds: np.ndarray  # (C,) str
     mean_profile: np.ndarray  # (G,) float32
+    calibrator: Calibrator | None = None  # applied to the std by drugcell.prediction
 
     @property
     def genes(self) -> np.ndarray:
@@ -225,7 +260,7 @@ class SavedModel:
             parsed, mean_profile = z["parsed"].astype(bool), z["mean_profile"]
         comps = pd.read_parquet(root / "training.parquet", columns=["compound"])["compound"].astype(str).to_numpy()
         return cls(predictor=predictor, meta=meta, train_bits=bits, train_parsed=parsed,
-                   train_compounds=comps, mean_profile=mean_profile)
+                   train_compounds=comps, mean_profile=mean_profile, calibrator=read_calibrator(root, meta))
 
     def nearest(self, query_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(nearest training similarity (n,), nearest training compound id (n,)) by Tanimoto."""
@@ -237,178 +272,3 @@ class SavedModel:
             return np.zeros(n, np.float32), np.full(n, "", dtype=object)
         idx, sim = top_k_similar(query_bits, self.train_bits[ref], 1)
         return sim[:, 0].astype(np.float32), self.train_compounds[ref[idx[:, 0]]]
-
-
-# ----------------------------------------------------------------------------- fit
-@dataclass
-class FitResult:
-    model_dir: Path
-    name: str
-    kind: str
-    n_compounds: int
-    n_genes: int
-    seconds: float
-
-
-def fit_model(data: str | Path, predictor: str, out: str | Path, *, config: str | Path | None = None,
-              seed: int | None = None, overwrite: bool = False) -> FitResult:
-    """What ``drugcell fit`` does: resolve the predictor, fit it on every compound, save it."""
-    import time
-
-    from drugcell.data.expression_set import ExpressionSet
-    from drugcell.models import make_predictor
-    from drugcell.submission import resolve_predictor
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before an hour of fitting
-        raise DrugcellInputError(f"model dir {out} exists and is not empty; pass --overwrite to replace it")
-    spec, cfg_seed = resolve_predictor(predictor, config=config)
-    seed = cfg_seed if seed is None else int(seed)
-    es = ExpressionSet.load(data)
-    t0 = time.perf_counter()
-    model = make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
-    seconds = time.perf_counter() - t0
-    info = TrainInfo.from_expression_set(es, seed=seed, fit_s=round(seconds, 2),
-                                         config_source=None if config is None else str(config))
-    save_model(model, out, train_info=info, name=spec.name, seed=seed, overwrite=overwrite)
-    return FitResult(model_dir=out, name=spec.name, kind=spec.kind, n_compounds=es.n_compounds,
-                     n_genes=es.n_genes, seconds=seconds)
-
-
-# ----------------------------------------------------------------------------- predict
-@dataclass
-class PredictResult:
-    """Predicted profiles for new molecules and how far each is from the training set."""
-
-    ids: np.ndarray  # (n,) str
-    smiles: np.ndarray  # (n,) str
-    genes: np.ndarray  # (G,) str
-    prediction: Prediction
-    mean_profile: np.ndarray  # (G,)
-    nearest_similarity: np.ndarray  # (n,) Tanimoto to the nearest training compound
-    nearest_compound: np.ndarray  # (n,) its id
-    threshold: float
-    model_name: str
-
-    @property
-    def far(self) -> np.ndarray:
-        """Molecules whose nearest training compound is below the similarity threshold."""
-        return self.nearest_similarity < self.threshold
-
-    def warnings(self) -> list[str]:
-        return [
-            f"{self.ids[i]} ({self.smiles[i]}) is far from every training compound: nearest Tanimoto "
-            f"{self.nearest_similarity[i]:.2f} (to {self.nearest_compound[i]}) < {self.threshold:g}; "
-            "its prediction rests on weak structural evidence"
-            for i in np.flatnonzero(self.far)
-        ]
-
-    def long_table(self) -> pd.DataFrame:
-        """``compound, gene_id, predicted_expression[, predicted_std]``, compound-major."""
-        n, g = self.prediction.mean.shape
-        cols = {
-            "compound": np.repeat(self.ids.astype(str), g),
-            "gene_id": np.tile(self.genes.astype(str), n),
-            "predicted_expression": self.prediction.mean.ravel(),
-        }
-        if self.prediction.std is not None:
-            cols["predicted_std"] = self.prediction.std.ravel()
-        return pd.DataFrame(cols)
-
-    def top_changes(self, top: int = 10, symbols: np.ndarray | None = None) -> pd.DataFrame:
-        """Per molecule the ``top`` genes most up and most down vs the training mean profile."""
-        names = self.genes if symbols is None else np.asarray(symbols).astype(str)
-        rows = []
-        for i in range(len(self.ids)):
-            delta = self.prediction.mean[i].astype(np.float64) - self.mean_profile
-            order = np.argsort(delta, kind="stable")
-            for direction, sel in (("up", order[::-1][:top]), ("down", order[:top])):
-                for r, g in enumerate(sel, start=1):
-                    row = {"compound": str(self.ids[i]), "direction": direction, "rank": r,
-                           "gene": str(names[g]), "predicted": float(self.prediction.mean[i, g]),
-                           "vs_mean": float(delta[g])}
-                    if self.prediction.std is not None:
-                        row["std"] = float(self.prediction.std[i, g])
-                    rows.append(row)
-        return pd.DataFrame(rows)
-
-
-def read_molecules(input_csv: str | Path | None = None, smiles: list[str] | None = None,
-                   id_column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, smiles) from ``--smiles`` values (id = the SMILES) or a CSV with a ``smiles`` column."""
-    if (input_csv is None) == (not smiles):
-        raise DrugcellInputError("pass molecules with --smiles \"...\" (repeatable) or --input FILE.csv, not both")
-    if input_csv is None:
-        ids = np.asarray([str(s) for s in smiles], dtype=object)
-        smi = ids.copy()
-    else:
-        path = Path(input_csv)
-        if not path.is_file():
-            raise DrugcellInputError(f"input file {path} not found")
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001
-            raise DrugcellInputError(f"{path}: not a readable CSV ({exc})") from None
-        cols = {c.lower(): c for c in df.columns}
-        if "smiles" not in cols:
-            raise DrugcellInputError(f"{path}: no `smiles` column (found {list(df.columns)}); add one")
-        if df.empty:
-            raise DrugcellInputError(f"{path}: no rows")
-        smi = df[cols["smiles"]].astype(str).to_numpy(dtype=object)
-        if id_column is not None:
-            if id_column not in df.columns:
-                raise DrugcellInputError(f"{path}: no column {id_column!r} for --id-column (found {list(df.columns)})")
-            ids = df[id_column].astype(str).to_numpy(dtype=object)
-        else:
-            auto = next((cols[c] for c in ("compound", "id", "compound_id", "name") if c in cols), None)
-            ids = df[auto].astype(str).to_numpy(dtype=object) if auto else np.array(
-                [f"row{i + 1}" for i in range(len(df))], dtype=object)
-    seen: set[str] = set()
-    for i in ids:
-        if i in seen:
-            where = f"{input_csv}" if input_csv is not None else "--smiles"
-            raise DrugcellInputError(f"{where}: molecule id {i!r} appears twice; ids must be unique")
-        seen.add(i)
-    return ids, smi
-
-
-def predict_molecules(model_dir: str | Path, smiles: list[str], ids: list[str] | None = None, *,
-                      threshold: float = DEFAULT_FAR_THRESHOLD, source: str = "--smiles") -> PredictResult:
-    """Predict profiles for new molecules with a saved model; refuse any unparseable SMILES."""
-    from drugcell.chem.fingerprints import morgan_bits
-    from drugcell.chem.molecules import parse_smiles
-
-    smiles = [str(s) for s in smiles]
-    ids = list(smiles) if ids is None else [str(i) for i in ids]
-    if not smiles:
-        raise DrugcellInputError("no molecules to predict")
-    parsed = parse_smiles(smiles, inchikey=False)
-    if parsed.errors:
-        bad = sorted(parsed.errors)
-        where = "--smiles value" if source == "--smiles" else "row"
-        listed = "; ".join(f"{ids[i]!r} (SMILES {smiles[i]!r}, {where} {i + 1}): {parsed.errors[i]}"
-                           for i in bad[:5])
-        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise DrugcellInputError(
-            f"{source}: {len(bad)} molecule(s) could not be parsed by RDKit: {listed}{more}. "
-            "Fix or remove these SMILES.")
-    saved = SavedModel.load(model_dir)
-    sim, near = saved.nearest(morgan_bits(parsed, radius=FP_RADIUS, n_bits=FP_BITS))
-    pred = saved.predictor.predict(smiles)
-    return PredictResult(
-        ids=np.asarray(ids, dtype=object), smiles=np.asarray(smiles, dtype=object), genes=saved.genes,
-        prediction=pred, mean_profile=saved.mean_profile.astype(np.float64), nearest_similarity=sim,
-        nearest_compound=near, threshold=float(threshold), model_name=str(saved.meta.get("name")),
-    )
-
-
-def write_predictions(result: PredictResult, out: str | Path) -> Path:
-    """The long table as parquet (or CSV when ``out`` ends in .csv), written atomically."""
-    out = Path(out)
-    table = result.long_table()
-    with atomic_path(out) as tmp:
-        if out.suffix.lower() == ".csv":
-            table.to_csv(tmp, index=False)
-        else:
-            table.to_parquet(tmp, index=False)
-    return out

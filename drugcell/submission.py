@@ -5,12 +5,13 @@ per (test compound, scored gene). The official local scorer silently drops missi
 averages duplicates, so this module refuses to write anything that
 :func:`contest_scorer.validate_submission` does not accept, and writes atomically (a failed run
 never leaves a half-written file behind). The 13.8 M-row table is built column-wise with numpy and
-dictionary-encoded pyarrow columns, never row by row.
+dictionary-encoded pyarrow columns, never row by row. The std sidecar is scaled by a fitted
+:class:`~drugcell.calibration.calibrator.Calibrator` (never a scale re-derived here), and the same
+calibrator is saved with the refitted model, so ``drugcell predict`` reports stds on one scale.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_config
+from drugcell.calibration.calibrator import Calibrator
+from drugcell.config import PredictorSpec
 from drugcell.errors import DrugcellInputError
+from drugcell.fitting import fit_spec
+from drugcell.persistence import save_model
+from drugcell.prediction import calibrated
 from drugcell.provenance import atomic_path, fingerprint_files, provenance, write_json
 
 DEFAULT_OUT = Path("submissions/predictions.parquet")
@@ -83,48 +88,6 @@ def read_gene_filter(path: str | Path) -> np.ndarray:
     return genes
 
 
-def resolve_predictor(
-    name: str | None = None, *, config: str | Path | None = None,
-    from_run: str | Path | None = None, metric: str = "mejia",
-) -> tuple[PredictorSpec, int]:
-    """Which predictor to refit, and the seed, from a name, a config, or the best of a CV run.
-
-    ``from_run`` reads the run's manifest (its config) and, without ``name``, picks the lowest
-    mean wMSE under ``metric`` from its ``scores.parquet``. Without a config, ``name`` may be a
-    registry kind (its default params) or a name in ``configs/default.toml``.
-    """
-    if from_run is not None:
-        run = Path(from_run)
-        man = run / "manifest.json"
-        if not man.is_file():
-            raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
-        cfg = config_from_dict(json.loads(man.read_text())["config"], source=str(man))
-        if name is None:
-            from drugcell.evaluation.cv import best_predictor
-
-            scores_path = run / "scores.parquet"
-            if not scores_path.is_file():
-                raise DrugcellInputError(f"{run}: no scores.parquet; the CV run did not finish")
-            name = best_predictor(pd.read_parquet(scores_path, columns=["predictor", "metric", "wmse"]), metric)
-        return cfg.predictor(name), cfg.seed
-    if name is None:
-        raise DrugcellInputError("name a predictor (--predictor NAME) or a CV run (--from-run RUN_DIR)")
-    if config is not None:
-        cfg = load_config(config)
-        return cfg.predictor(name), cfg.seed
-    from drugcell.models import available
-
-    if name in available():
-        return PredictorSpec(name=name, kind=name, params={}), 0
-    from drugcell.paths import config_path
-
-    default = config_path()
-    if default.is_file():
-        cfg: RunConfig = load_config(default)
-        return cfg.predictor(name), cfg.seed
-    raise DrugcellInputError(f"unknown predictor {name!r}: pass --config with a [[predictors]] entry named so")
-
-
 # ----------------------------------------------------------------------------- the table
 def long_table(compound_ids: np.ndarray, genes: np.ndarray, values: np.ndarray,
                value_col: str = "predicted_expression") -> pa.Table:
@@ -166,18 +129,19 @@ def _gene_columns(train_genes: np.ndarray, genes: np.ndarray, gene_filter_path) 
 def make_submission(
     es, spec: PredictorSpec, test_compounds: str | Path, gene_filter: str | Path,
     out: str | Path = DEFAULT_OUT, *, seed: int = 0, write_std: bool = True, progress: bool = True,
-    std_scale: float | None = None, save_model_dir: str | Path | None = None,
+    calibrator: Calibrator | None = None, save_model_dir: str | Path | None = None,
 ) -> SubmissionResult:
     """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write.
 
-    ``std_scale`` multiplies the predicted std in the sidecar (the calibration factor fitted on a
-    CV run's held-out folds, see :func:`calibrated_std_scale`); ``save_model_dir`` also saves the
-    refitted model (``drugcell predict --model``).
+    ``calibrator`` (fitted for ``spec.name`` on a CV run's held-out errors, see
+    :func:`~drugcell.calibration.calibrator.calibrator_for_run`) scales the std in the sidecar;
+    ``save_model_dir`` also saves the refitted model with that calibrator (``drugcell predict``).
     """
     from contest_scorer import ScoringError, validate_submission
-    from drugcell.models import make_predictor
     from drugcell.splits.audit import audit_split
 
+    if calibrator is not None and calibrator.predictor != spec.name:
+        raise ValueError(f"the calibrator was fitted for {calibrator.predictor!r}, not for {spec.name!r}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     out = Path(out)
@@ -194,14 +158,13 @@ def make_submission(
     timings["audit_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    model = make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
+    model = fit_spec(es, spec, seed)
     timings["fit_s"] = time.perf_counter() - t1
     if save_model_dir is not None:
-        from drugcell.persistence import save_model
-
-        save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=True)
+        save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=True,
+                   calibrator=calibrator)
     t2 = time.perf_counter()
-    pred = model.predict(test_smiles)
+    pred = calibrated(model.predict(test_smiles), calibrator)
     timings["predict_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -223,9 +186,8 @@ def make_submission(
     std_out = None
     if write_std and pred.std is not None:
         std_out = out.with_name(out.stem + ".std.parquet")
-        std_vals = pred.std[:, cols] * np.float32(std_scale if std_scale is not None else 1.0)
         with atomic_path(std_out) as tmp:
-            pq.write_table(long_table(test_ids, genes, std_vals, "predicted_std"), tmp, compression="zstd")
+            pq.write_table(long_table(test_ids, genes, pred.std[:, cols], "predicted_std"), tmp, compression="zstd")
     timings["write_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
 
@@ -237,25 +199,9 @@ def make_submission(
         n_rows=table.num_rows, test_compounds_file=str(test_compounds),
         test_compounds_fingerprint=fingerprint_files([test_compounds]),
         gene_filter_fingerprint=fingerprint_files([gene_filter]), prediction_info=info, audit=audit,
-        std_file=str(std_out) if std_out else None, std_scale=std_scale,
+        std_file=str(std_out) if std_out else None, std_scale=None if calibrator is None else calibrator.scale,
+        calibrator=None if calibrator is None else calibrator.to_dict(),
         saved_model=str(save_model_dir) if save_model_dir else None, timings_s={k: round(v, 2) for k, v in timings.items()},
     ))
     return SubmissionResult(out=out, predictor=spec, n_compounds=len(test_ids), n_genes=len(genes),
                             n_rows=table.num_rows, audit=audit, audit_line=report.describe(), info=info, std_out=std_out, timings=timings)
-
-
-def calibrated_std_scale(run_dir: str | Path, predictor: str) -> float | None:
-    """The std scale ``s`` fitted on every held-out fold of a CV run for ``predictor`` (None when the
-    run has no uncertainty samples for it): multiply the predicted std by it for calibrated intervals."""
-    from drugcell.evaluation.calibration import calibration_summary, load_uncertainty
-
-    path = Path(run_dir) / "uncertainty.parquet"
-    if not path.exists():
-        return None
-    samples = load_uncertainty(run_dir)
-    samples = samples[samples["predictor"].astype(str) == predictor]
-    if samples.empty:
-        return None
-    summary = calibration_summary(samples)
-    pooled = summary[summary["fold"].astype(str) == "all"]
-    return float(pooled["scale"].iloc[0]) if len(pooled) else None

@@ -14,20 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from drugcell.calibration.calibrator import Calibrator
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
+from drugcell.fitting import fit_model
 from drugcell.models import available, make_predictor
-from drugcell.persistence import (
-    SavedModel,
-    TrainInfo,
-    fit_model,
-    load_model,
-    predict_molecules,
-    read_model_meta,
-    read_molecules,
-    save_model,
-    write_predictions,
-)
+from drugcell.persistence import SavedModel, TrainInfo, load_model, read_model_meta, save_model
+from drugcell.prediction import predict_molecules, read_molecules, write_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,6 +133,77 @@ def test_save_refuses_overwrite_and_load_detects_corruption(tmp_path, cache):
         load_model(tmp_path / "m")
     with pytest.raises(DrugcellInputError, match="no model.json"):
         load_model(tmp_path)
+
+
+def test_saved_model_carries_its_calibrator(tmp_path, cache):
+    es = ExpressionSet.load(cache)
+    model = make_predictor("knn", k=3).fit(es)
+    cal = Calibrator(predictor="knn3", scale=1.5, n_cells=100, folds=("0", "1"),
+                     coverage={"raw_1sigma": 0.5, "raw_2sigma": 0.8, "held_out_1sigma": 0.7, "held_out_2sigma": None},
+                     fitted_on={"run": "r"})
+    save_model(model, tmp_path / "m", train_info=es, name="knn3", calibrator=cal)
+    meta = read_model_meta(tmp_path / "m")
+    assert meta["format_version"] == 2 and meta["calibrator"]["file"] == "calibrator.json"
+    assert meta["calibrator"]["scale"] == 1.5
+    assert SavedModel.load(tmp_path / "m").calibrator == cal
+    raw, res = model.predict(QUERY), predict_molecules(tmp_path / "m", QUERY)
+    np.testing.assert_array_equal(res.prediction.mean, raw.mean)
+    np.testing.assert_array_equal(res.prediction.std, raw.std * np.float32(1.5))
+    assert res.calibrator == cal
+    # a model saved without one has none; a calibrator for another predictor is refused
+    save_model(model, tmp_path / "plain", train_info=es, name="knn3")
+    assert read_model_meta(tmp_path / "plain")["calibrator"] is None
+    assert SavedModel.load(tmp_path / "plain").calibrator is None
+    assert predict_molecules(tmp_path / "plain", QUERY).calibrator is None
+    with pytest.raises(ValueError, match="fitted for predictor 'knn3'"):
+        save_model(model, tmp_path / "other", train_info=es, name="knn5", calibrator=cal)
+    # the calibrator file is checksummed like the arrays
+    path = tmp_path / "m" / "calibrator.json"
+    path.write_text(path.read_text().replace('"scale": 1.5', '"scale": 2.5'))
+    with pytest.raises(DrugcellInputError, match="checksum"):
+        SavedModel.load(tmp_path / "m")
+    path.unlink()
+    with pytest.raises(DrugcellInputError, match="missing"):
+        SavedModel.load(tmp_path / "m")
+
+
+def test_format_version_1_model_still_loads(tmp_path, cache):
+    es = ExpressionSet.load(cache)
+    save_model(make_predictor("mean").fit(es), tmp_path / "m", train_info=es)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["format_version"] = 1
+    del meta["calibrator"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    saved = SavedModel.load(tmp_path / "m")
+    assert saved.calibrator is None and saved.meta["format_version"] == 1
+    meta["format_version"] = 3
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DrugcellInputError, match="newer"):
+        read_model_meta(tmp_path / "m")
+
+
+def test_fit_from_run_saves_the_runs_calibrator(tmp_path, monkeypatch, capsys, cache):
+    from drugcell.calibration.calibrator import calibrator_for_run
+    from drugcell.config import config_from_dict
+    from drugcell.evaluation.cv import run_cv
+
+    es = ExpressionSet.load(cache)
+    cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 10, "seed": 2, "split": "random"},
+                            "predictors": [{"name": "knn_k3", "kind": "knn", "k": 3}]})
+    run_cv(es, cfg, tmp_path / "run", progress=False)
+    expected = calibrator_for_run(tmp_path / "run", "knn_k3")
+    res = fit_model(cache, None, tmp_path / "m", from_run=tmp_path / "run")  # the run's best (and only)
+    assert (res.name, res.calibrator) == ("knn_k3", expected)
+    assert read_model_meta(tmp_path / "m")["provenance"]["seed"] == 2
+    assert SavedModel.load(tmp_path / "m").calibrator == expected
+    fit_model(cache, "knn_k3", tmp_path / "raw", from_run=tmp_path / "run", calibrate_std=False)
+    assert SavedModel.load(tmp_path / "raw").calibrator is None
+    code, out, _ = _run_cli(monkeypatch, capsys, "predict", "--model", str(tmp_path / "m"), "--smiles", "CCO",
+                            "--out", str(tmp_path / "p.parquet"))
+    assert code == 0 and f"s = {expected.scale:.3f}" in out
+    raw = load_model(tmp_path / "raw").predict(["CCO"])
+    got = pd.read_parquet(tmp_path / "p.parquet").set_index("gene_id").loc[es.genes, "predicted_std"]
+    np.testing.assert_array_equal(got.to_numpy(), expected.apply(raw.std)[0])
 
 
 def test_fit_model_from_config_and_kind(tmp_path, cache):

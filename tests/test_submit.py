@@ -13,8 +13,9 @@ from contest_scorer import validate_submission
 from drugcell.config import PredictorSpec, config_from_dict
 from drugcell.errors import DrugcellInputError
 from drugcell.evaluation.cv import run_cv
+from drugcell.fitting import resolve_predictor
 from drugcell.splits.audit import LeakError
-from drugcell.submission import make_submission, resolve_predictor
+from drugcell.submission import make_submission
 from tests.conftest import require_shared
 from tests.test_cv import toy_es
 
@@ -163,30 +164,79 @@ def test_a_grid_the_scorer_rejects_is_never_written(tmp_path, monkeypatch):
 
 
 def test_calibrated_std_sidecar_and_saved_model(tmp_path):
-    """--from-run scales the std sidecar by the run's pooled held-out scale; --save-model reloads."""
-    from drugcell.evaluation.calibration import fit_scale, load_uncertainty
-    from drugcell.persistence import load_model
-    from drugcell.submission import calibrated_std_scale
+    """--from-run scales the std sidecar by the calibrator fitted on the run's held-out folds (the
+    scale sqrt(mean((error/std)^2)) over the predictor's sampled cells, computed here from the file);
+    --save-model stores that calibrator with the model and `predict` applies it."""
+    from drugcell.calibration.calibrator import Calibrator, calibrator_for_run
+    from drugcell.persistence import SavedModel, load_model
+    from drugcell.prediction import predict_molecules
 
     es = toy_es(n_templates=4, n_per=8, n_genes=20)
     cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 100},
                             "predictors": [{"name": "knn5", "kind": "knn", "k": 5}]})
     run_cv(es, cfg, tmp_path / "run", progress=False)
-    samples = load_uncertainty(tmp_path / "run")
-    expected = fit_scale(samples["error"], samples["std"])  # one predictor: pooled over every fold
-    scale = calibrated_std_scale(tmp_path / "run", "knn5")
-    assert scale == pytest.approx(expected, rel=1e-6)
-    assert calibrated_std_scale(tmp_path / "run", "nope") is None
+    u = pd.read_parquet(tmp_path / "run" / "uncertainty.parquet")
+    u = u[u["predictor"] == "knn5"]
+    e, sd = u["error"].to_numpy(np.float64), u["std"].to_numpy(np.float64)
+    ok = np.isfinite(e) & np.isfinite(sd) & (sd > 0)
+    expected = float(np.sqrt(np.mean((e[ok] / sd[ok]) ** 2)))  # one predictor: pooled over every fold
+    cal = calibrator_for_run(tmp_path / "run", "knn5")
+    assert cal.scale == pytest.approx(expected, rel=1e-12)
+    assert cal.n_cells == int(ok.sum()) and cal.folds == ("0", "1", "2")
+    assert calibrator_for_run(tmp_path / "run", "nope") is None
 
     tc, gf, _, genes = write_inputs(tmp_path, es)
     raw = make_submission(es, cfg.predictor("knn5"), tc, gf, tmp_path / "raw.parquet")
-    scaled = make_submission(es, cfg.predictor("knn5"), tc, gf, tmp_path / "cal.parquet", std_scale=scale,
+    scaled = make_submission(es, cfg.predictor("knn5"), tc, gf, tmp_path / "cal.parquet", calibrator=cal,
                              save_model_dir=tmp_path / "model")
     a = pd.read_parquet(raw.std_out)["predicted_std"].to_numpy()
     b = pd.read_parquet(scaled.std_out)["predicted_std"].to_numpy()
-    np.testing.assert_allclose(b, a * np.float32(scale), rtol=1e-6)
+    np.testing.assert_allclose(b, a * np.float32(expected), rtol=1e-6)
+    man = json.loads((tmp_path / "cal.parquet.manifest.json").read_text())
+    assert man["std_scale"] == cal.scale and Calibrator.from_dict(man["calibrator"]) == cal
     pred = load_model(tmp_path / "model").predict(TEST_SMILES)
     sub = pd.read_parquet(tmp_path / "cal.parquet")
     first = sub[sub["compound"].astype(str) == "9300000"].set_index("gene_id")["predicted_expression"]
     gene_pos = {g: i for i, g in enumerate(es.genes)}
     np.testing.assert_allclose(first.to_numpy(), pred.mean[0, [gene_pos[g] for g in first.index]], rtol=1e-6)
+    # the saved model carries the calibrator, and predicting with it gives the sidecar's std
+    assert SavedModel.load(tmp_path / "model").calibrator == cal
+    res = predict_molecules(tmp_path / "model", TEST_SMILES[:1])
+    np.testing.assert_array_equal(res.prediction.std, cal.apply(pred.std[:1]))
+    assert res.calibrator == cal and res.prediction.info["std_scale"] == cal.scale
+    side = pd.read_parquet(scaled.std_out)
+    side = side[side["compound"].astype(str) == "9300000"].set_index("gene_id")["predicted_std"]
+    np.testing.assert_allclose(side.to_numpy(), res.prediction.std[0, [gene_pos[g] for g in side.index]], rtol=1e-6)
+
+
+def test_cli_submit_from_run_saves_the_calibrated_model(tmp_path):
+    """The CLI path: `calibrate` saves RUN/calibrators/knn5.json, `submit --from-run --save-model`
+    applies that file's scale and stores it in the model; --raw-std leaves the std alone."""
+    from typer.testing import CliRunner
+
+    from drugcell.calibration.calibrator import Calibrator, calibrator_path
+    from drugcell.cli import app
+    from drugcell.persistence import read_model_meta
+
+    es = toy_es(n_templates=4, n_per=8, n_genes=12)
+    data = es.save(tmp_path / "es")
+    cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 20},
+                            "predictors": [{"name": "avg", "kind": "mean"}, {"name": "knn5", "kind": "knn", "k": 5}]})
+    run_cv(es, cfg, tmp_path / "run", progress=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["calibrate", str(tmp_path / "run")]).exit_code == 0
+    saved = Calibrator.load(calibrator_path(tmp_path / "run", "knn5"))
+    tc, gf, _, _ = write_inputs(tmp_path, es)
+    common = ["submit", "--data", str(data), "--test-compounds", str(tc), "--gene-filter", str(gf),
+              "--from-run", str(tmp_path / "run"), "--predictor", "knn5"]
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "c.parquet"), "--save-model", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert f"s = {saved.scale:.3f}" in res.output and "with its std calibrator" in res.output
+    meta = read_model_meta(tmp_path / "m")
+    assert meta["calibrator"]["file"] == "calibrator.json" and meta["calibrator"]["scale"] == saved.scale
+    assert Calibrator.load(tmp_path / "m" / "calibrator.json") == saved
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "r.parquet"), "--raw-std"])
+    assert res.exit_code == 0, res.output
+    a = pd.read_parquet(tmp_path / "r.std.parquet")["predicted_std"].to_numpy()
+    b = pd.read_parquet(tmp_path / "c.std.parquet")["predicted_std"].to_numpy()
+    np.testing.assert_allclose(b, a * np.float32(saved.scale), rtol=1e-6)

@@ -21,9 +21,10 @@ def calibrate(
 ) -> None:
     """Coverage at 1 and 2 sigma, MAE per predicted-std decile, and one std scale fitted on the
     other folds and tested on each held-out fold. Writes calibration.parquet,
-    calibration_reliability.parquet, calibration.md, calibration_<predictor>.png and
+    calibration_reliability.parquet, calibration.md, calibration_<predictor>.png,
+    calibrators/<predictor>.json (the fitted scale `submit --from-run` applies) and
     calibration_manifest.json into RUN_DIR and prints the summary table."""
-    from drugcell.evaluation.calibration import calibrate_run, calibration_markdown
+    from drugcell.calibration.report import calibrate_run, calibration_markdown
 
     report = calibrate_run(run_dir, n_bins=bins)
     typer.echo(calibration_markdown(report.summary))

@@ -10,18 +10,28 @@ import typer
 
 def fit(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir: the model is fitted on all its compounds.")],
-    predictor: Annotated[str, typer.Option(
-        help="Predictor name in the config's [[predictors]] list, or a registry kind "
-             "(control, mean, knn, ridge_fp, ...) with default parameters.")],
     out: Annotated[Path, typer.Option(help="Model dir to write (model.json, arrays.npz, training files).")],
+    predictor: Annotated[Optional[str], typer.Option(
+        help="Predictor name in the config's [[predictors]] list, or a registry kind "
+             "(control, mean, knn, ridge_fp, ...) with default parameters; with --from-run and "
+             "without it, the run's best predictor.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="TOML config holding the predictor entry (default: configs/default.toml, or the kind).")] = None,
+    from_run: Annotated[Optional[Path], typer.Option(
+        help="A `drugcell cv` run dir: take the predictor from its config and save the std calibrator "
+             "fitted on its held-out folds with the model.")] = None,
+    metric: Annotated[str, typer.Option(help="Metric that picks the best predictor of --from-run.")] = "mejia",
     seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model dir.")] = False,
+    calibrate_std: Annotated[bool, typer.Option(
+        "--calibrate-std/--raw-std", help="With --from-run: save the run's std calibrator with the model.")] = True,
 ) -> None:
     """Fit one predictor on every training compound and save it (no pickle: JSON + npz)."""
-    from drugcell.persistence import fit_model
+    from drugcell.fitting import fit_model
 
-    res = fit_model(data, predictor, out, config=config, seed=seed, overwrite=overwrite)
+    res = fit_model(data, predictor, out, config=config, from_run=from_run, metric=metric, seed=seed,
+                    overwrite=overwrite, calibrate_std=calibrate_std)
     typer.echo(f"{res.name} ({res.kind}) fitted on {res.n_compounds:,} compounds x {res.n_genes:,} genes "
                f"in {res.seconds:.1f} s; saved to {res.model_dir}")
+    if res.calibrator is not None:
+        typer.echo(f"with its {res.calibrator.describe()}")

@@ -27,7 +27,7 @@ def predict(
              "(gene_id/ensembl_id + gene_symbol/symbol).")] = None,
 ) -> None:
     """Predict the log2(CPM+1) profile of new molecules; an unparseable SMILES exits with code 2."""
-    from drugcell.persistence import predict_molecules, read_molecules, write_predictions
+    from drugcell.prediction import predict_molecules, read_molecules, write_predictions
 
     ids, smi = read_molecules(input, smiles, id_column)
     res = predict_molecules(model, list(smi), list(ids), threshold=threshold,
@@ -38,6 +38,8 @@ def predict(
     if len(messages) > 20:
         typer.secho(f"warning: {len(messages) - 20} more molecule(s) are below Tanimoto {threshold:g} "
                     "to every training compound", fg=typer.colors.YELLOW, err=True)
+    if res.calibrator is not None:
+        typer.echo(f"std scaled by the model's calibrator: {res.calibrator.describe()}")
     if out is not None:
         path = write_predictions(res, out)
         typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}; wrote {path}")

@@ -26,24 +26,30 @@ def submit(
         "--std/--no-std", help="Also write <out stem>.std.parquet when the model predicts a std.")] = True,
     calibrate_std: Annotated[bool, typer.Option(
         "--calibrate-std/--raw-std",
-        help="With --from-run: scale the std sidecar by the factor fitted on the run's held-out folds.")] = True,
+        help="With --from-run: scale the std sidecar by the calibrator fitted on the run's held-out folds "
+             "(the one `drugcell calibrate` saved in the run, else fitted from its uncertainty samples).")] = True,
     save_model: Annotated[Optional[Path], typer.Option(
-        help="Also save the refitted model here (for `drugcell predict --model`).")] = None,
+        help="Also save the refitted model here, with its std calibrator (for `drugcell predict --model`).")] = None,
 ) -> None:
     """Refit on every training compound, audit against the test set, predict, validate, write."""
+    from drugcell.calibration.calibrator import calibrator_for_run
     from drugcell.data.expression_set import ExpressionSet
-    from drugcell.submission import calibrated_std_scale, make_submission, resolve_predictor
+    from drugcell.fitting import resolve_predictor
+    from drugcell.submission import make_submission
 
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
     es = ExpressionSet.load(data)
-    scale = calibrated_std_scale(from_run, spec.name) if (from_run and std and calibrate_std) else None
-    if scale is not None:
-        typer.echo(f"std sidecar scaled by s = {scale:.3f} (fitted on the held-out folds of {from_run})")
+    calibrator = calibrator_for_run(from_run, spec.name) if (from_run and calibrate_std) else None
+    if calibrator is not None:
+        typer.echo(calibrator.describe())
     result = make_submission(es, spec, test_compounds, gene_filter, out,
-                             seed=cfg_seed if seed is None else seed, write_std=std, std_scale=scale,
+                             seed=cfg_seed if seed is None else seed, write_std=std, calibrator=calibrator,
                              save_model_dir=save_model)
     typer.echo(result.audit_line)
     typer.echo(f"{spec.name}: {result.n_compounds} compounds x {result.n_genes} genes = {result.n_rows} rows "
                f"validated; fallbacks {result.info.get('n_fallback', 0):.0f}, clipped cells "
                f"{result.info.get('n_clipped', 0):.0f}; {result.timings['total_s']:.1f} s")
-    typer.echo(f"wrote {result.out}" + (f" and {result.std_out}" if result.std_out else ""))
+    typer.echo(f"wrote {result.out}" + (f" and {result.std_out}" if result.std_out else "")
+               + (f" (std scaled by s = {calibrator.scale:.3f})" if calibrator is not None and result.std_out else ""))
+    if save_model is not None:
+        typer.echo(f"saved the model to {save_model}" + (" with its std calibrator" if calibrator else ""))

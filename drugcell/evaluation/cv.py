@@ -268,7 +268,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     report = render_summary_md(summary, comparisons, diagnostics, config, audits,
                                n_comp, n_genes, elapsed, assignment.describe(), choices=choices)
     if uncertainty is not None:
-        from drugcell.evaluation.calibration import calibration_markdown
+        from drugcell.calibration.report import calibration_markdown
 
         report += "\n" + calibration_markdown(uncertainty)
         t = lap("calibration", t)

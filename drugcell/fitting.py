@@ -1,0 +1,109 @@
+"""Which predictor to fit (by name, config or the best of a CV run), and fitting it on every compound.
+
+Why its own module: ``drugcell fit`` and ``drugcell submit`` both choose a predictor and refit it
+on all training compounds; keeping that here lets :mod:`drugcell.persistence` stay save/load only
+and :mod:`drugcell.submission` import it one way (submission -> fitting -> persistence).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from drugcell.calibration.calibrator import Calibrator, calibrator_for_run
+from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_config
+from drugcell.errors import DrugcellInputError
+from drugcell.models.base import Predictor
+from drugcell.persistence import TrainInfo, save_model
+
+
+def resolve_predictor(
+    name: str | None = None, *, config: str | Path | None = None,
+    from_run: str | Path | None = None, metric: str = "mejia",
+) -> tuple[PredictorSpec, int]:
+    """Which predictor to refit, and the seed, from a name, a config, or the best of a CV run.
+
+    ``from_run`` reads the run's manifest (its config) and, without ``name``, picks the lowest
+    mean wMSE under ``metric`` from its ``scores.parquet``. Without a config, ``name`` may be a
+    registry kind (its default params) or a name in ``configs/default.toml``.
+    """
+    if from_run is not None:
+        run = Path(from_run)
+        man = run / "manifest.json"
+        if not man.is_file():
+            raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
+        cfg = config_from_dict(json.loads(man.read_text())["config"], source=str(man))
+        if name is None:
+            from drugcell.evaluation.cv import best_predictor
+
+            scores_path = run / "scores.parquet"
+            if not scores_path.is_file():
+                raise DrugcellInputError(f"{run}: no scores.parquet; the CV run did not finish")
+            name = best_predictor(pd.read_parquet(scores_path, columns=["predictor", "metric", "wmse"]), metric)
+        return cfg.predictor(name), cfg.seed
+    if name is None:
+        raise DrugcellInputError("name a predictor (--predictor NAME) or a CV run (--from-run RUN_DIR)")
+    if config is not None:
+        cfg = load_config(config)
+        return cfg.predictor(name), cfg.seed
+    from drugcell.models import available
+
+    if name in available():
+        return PredictorSpec(name=name, kind=name, params={}), 0
+    from drugcell.paths import config_path
+
+    default = config_path()
+    if default.is_file():
+        cfg: RunConfig = load_config(default)
+        return cfg.predictor(name), cfg.seed
+    raise DrugcellInputError(f"unknown predictor {name!r}: pass --config with a [[predictors]] entry named so")
+
+
+def fit_spec(es, spec: PredictorSpec, seed: int) -> Predictor:
+    """A fresh predictor built from ``spec`` and fitted on every compound of ``es``."""
+    from drugcell.models import make_predictor
+
+    return make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
+
+
+@dataclass
+class FitResult:
+    model_dir: Path
+    name: str
+    kind: str
+    n_compounds: int
+    n_genes: int
+    seconds: float
+    calibrator: Calibrator | None = None
+
+
+def fit_model(data: str | Path, predictor: str | None, out: str | Path, *, config: str | Path | None = None,
+              from_run: str | Path | None = None, metric: str = "mejia", seed: int | None = None,
+              overwrite: bool = False, calibrate_std: bool = True) -> FitResult:
+    """What ``drugcell fit`` does: resolve the predictor, fit it on every compound, save it.
+
+    With ``from_run`` (and ``calibrate_std``) the saved model also carries the std calibrator
+    fitted on that run's held-out errors for the predictor, when the run has samples for it.
+    """
+    from drugcell.data.expression_set import ExpressionSet
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before an hour of fitting
+        raise DrugcellInputError(f"model dir {out} exists and is not empty; pass --overwrite to replace it")
+    spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
+    calibrator = calibrator_for_run(from_run, spec.name) if (from_run is not None and calibrate_std) else None
+    seed = cfg_seed if seed is None else int(seed)
+    es = ExpressionSet.load(data)
+    t0 = time.perf_counter()
+    model = fit_spec(es, spec, seed)
+    seconds = time.perf_counter() - t0
+    source = None if config is None else str(config)
+    info = TrainInfo.from_expression_set(es, seed=seed, fit_s=round(seconds, 2), config_source=source,
+                                         from_run=None if from_run is None else str(from_run))
+    save_model(model, out, train_info=info, name=spec.name, seed=seed, overwrite=overwrite, calibrator=calibrator)
+    return FitResult(model_dir=out, name=spec.name, kind=spec.kind, n_compounds=es.n_compounds,
+                     n_genes=es.n_genes, seconds=seconds, calibrator=calibrator)
