@@ -1,5 +1,6 @@
 """Deep predictors (mlp, fusion): loss and ensemble arithmetic pinned by hand, the low-rank basis,
-retrieval support without self-leakage, determinism, state round trip, and two behaviour tests
+retrieval support without self-leakage on the shared search, heads that own their loss and
+warm-up, a composition without overrides, determinism, state round trip, and two behaviour tests
 on small chemistry-driven data (fusion beats the mean under a scaffold split; predicted std
 ranks planted heteroscedastic noise)."""
 
@@ -14,12 +15,17 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 from scipy.stats import spearmanr
 
+from drugcell.chem.fingerprints import search_similar, tanimoto, top_k_similar
 from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
 from drugcell.models import make_predictor
-from drugcell.models.fusion import support_scalars
-from drugcell.models.heads import EnsembleAccumulator, ensemble_moments, gaussian_nll
-from drugcell.models.lowrank import ResidualBasis, mejia_gene_scale
+from drugcell.models.deep.ensemble import EnsembleAccumulator, ensemble_moments
+from drugcell.models.deep.features import EmbeddingFeatures
+from drugcell.models.deep.heads import MeanHead, MeanVarianceHead, gaussian_nll
+from drugcell.models.deep.lowrank import ResidualBasis, mejia_gene_scale
+from drugcell.models.deep.predictor import LowRankDeepPredictor
+from drugcell.models.deep.retrieval import RetrievalSupport, support_scalars
+from drugcell.models.fusion import FUSION_DEFAULTS
 from drugcell.splits.folds import make_folds
 
 # ----------------------------------------------------------------------------- small chemistry
@@ -176,7 +182,7 @@ def test_support_scalars_match_rdkit_and_exclude_self():
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     fps = [gen.GetFingerprint(m) for m in mols]
     bits = np.array([gen.GetFingerprintAsNumPy(m) for m in mols], np.uint8)
-    got = support_scalars(bits, bits, k=2, threshold=0.3, exclude_self=True, chunk=3)
+    got = support_scalars(bits, bits, k=2, threshold=0.3, exclude_self=True, block_rows=3)
     for i in range(len(smiles)):
         sims = np.array([DataStructs.TanimotoSimilarity(fps[i], fps[j]) for j in range(len(smiles)) if j != i])
         top = np.sort(sims)[::-1][:2]
@@ -187,6 +193,44 @@ def test_support_scalars_match_rdkit_and_exclude_self():
     assert got[0, 0] == pytest.approx(1.0) and got[1, 0] < 1.0
     # without exclusion every compound's max is itself
     np.testing.assert_allclose(support_scalars(bits, bits, k=2)[:, 0], 1.0)
+
+
+def test_search_counts_in_the_same_pass_as_top_k():
+    rng = np.random.default_rng(3)
+    bits = (rng.random((40, 64)) < 0.2).astype(np.uint8)
+    sims = tanimoto(bits, bits)
+    np.fill_diagonal(sims, -1.0)
+    found = search_similar(bits, bits, 5, exclude_self=True, count_at_least=0.25, block_rows=7)
+    np.testing.assert_array_equal(found.n_at_least, (sims >= 0.25).sum(axis=1))
+    idx, sim = top_k_similar(bits, bits, 5, exclude_self=True)
+    np.testing.assert_array_equal(found.indices, idx)
+    np.testing.assert_array_equal(found.similarities, sim)
+    assert search_similar(bits, bits, 5).n_at_least is None
+
+
+# ----------------------------------------------------------------------------- heads
+@torch.no_grad()
+def test_heads_own_their_loss_and_warm_up():
+    torch.manual_seed(0)
+    h = torch.randn(6, 4)
+    target = torch.randn(6, 4)                       # 3 coefficients + the outside-basis column
+    mean_head = MeanHead(4, 3)
+    mu, var = mean_head(h)
+    assert var is None and not MeanHead.predicts_variance and set(mean_head.state_dict()) == {"weight", "bias"}
+    mse = torch.mean((mu - target[:, :3]) ** 2)
+    assert float(mean_head.loss(mu, var, target, epoch=0)) == pytest.approx(float(mse))
+    assert mean_head.judges(0) and mean_head.val_criterion(mu, var, target, epoch=0) == pytest.approx(float(mse))
+
+    mv = MeanVarianceHead(4, 3, beta=0.5, warmup_epochs=2)
+    mu, var = mv(h)
+    assert MeanVarianceHead.predicts_variance and var.shape == (6, 4) and bool((var > 0).all())
+    mu_full = torch.cat([mu, torch.zeros(6, 1)], dim=1)   # the outside-basis column has mean 0
+    for epoch in (0, 1):                               # warm-up: MSE of the means, not judged
+        assert not mv.judges(epoch)
+        assert float(mv.loss(mu, var, target, epoch=epoch)) == pytest.approx(float(torch.mean((mu - target[:, :3]) ** 2)))
+    assert mv.judges(2)
+    assert float(mv.loss(mu, var, target, epoch=2)) == pytest.approx(float(gaussian_nll(mu_full, var, target, beta=0.5)))
+    assert mv.val_criterion(mu, var, target, epoch=2) == pytest.approx(float(gaussian_nll(mu_full, var, target)))
 
 
 # ----------------------------------------------------------------------------- models
@@ -237,3 +281,27 @@ def test_predicted_std_ranks_planted_noise(chem_split, fitted_fusion):
     std = fitted_fusion.predict(list(es.smiles[te])).std
     rho = spearmanr(std.mean(axis=1), sd[te]).statistic
     assert rho > 0.3, rho
+
+
+def test_a_new_composition_needs_no_override(chem_split, fitted_fusion):
+    """Providers and head are declarations: retrieval support with a mean head is a new model."""
+    es, _, tr, te = chem_split
+
+    class SupportMLP(LowRankDeepPredictor):
+        defaults = FUSION_DEFAULTS
+        providers = (EmbeddingFeatures, RetrievalSupport)
+        head_type = MeanHead
+
+    model = SupportMLP(**{**SMALL, "epochs": 3, "n_members": 2}).fit(es.subset(tr[:150]), seed=0)
+    smiles = list(es.smiles[te[:10]])
+    out = model.predict(smiles)
+    assert out.std is None and out.mean.shape == (10, es.expression.shape[1]) and len(model.history_) == 2
+    twin = SupportMLP(**model.get_config())
+    twin.set_state(model.get_state())
+    np.testing.assert_array_equal(twin.predict(smiles).mean, out.mean)
+    # the state layout of the earlier single-class models is kept (plus the training set size)
+    state = fitted_fusion.get_state()
+    assert {"x_mean", "x_std", "z_scale", "n_members", "ref_bits_packed", "ref_n_bits", "basis.components",
+            "net0.body.0.weight", "net0.head.mean.weight", "net0.head.raw_var.weight", "n_train_"} <= set(state)
+    assert any(k.startswith("embedder.") for k in state)
+    assert "net0.head.weight" in model.get_state()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -244,16 +245,26 @@ def tanimoto(a_bits: np.ndarray, b_bits: np.ndarray | None = None, *, block_rows
     return out
 
 
-def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
-                  block_rows: int | None = None, device: str = "auto", method: str = "auto"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most Tanimoto-similar reference rows for each query row.
+@dataclass(frozen=True)
+class Neighbours:
+    """What one pass of :func:`search_similar` keeps of each query's similarity row."""
 
-    Returns ``(indices int64 (nq, k), similarities float32 (nq, k))``, most similar first; ties
-    go to the lower reference index, so the result is deterministic. ``exclude_self=True`` is
-    for querying a set against itself (leave-one-out): it requires ``nq == nref`` and drops pair
-    ``(i, i)``. ``k`` larger than the available references is clamped (fewer columns).
-    Memory is bounded by one block of ``block_rows x nref``.
+    indices: np.ndarray                  # (nq, k) int64, most similar first
+    similarities: np.ndarray             # (nq, k) float32, same order
+    n_at_least: np.ndarray | None = None  # (nq,) int64: references with similarity >= threshold
+
+
+def search_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
+                   count_at_least: float | None = None, block_rows: int | None = None,
+                   device: str = "auto", method: str = "auto") -> Neighbours:
+    """The one Tanimoto top-k search: kNN, retrieval support and the predict-time warning use it.
+
+    Per query row: the ``k`` most similar reference rows (ties to the lower reference index, so
+    deterministic) and, with ``count_at_least``, how many references reach that similarity (in
+    the same pass, so the block is never revisited). ``exclude_self=True`` is for querying a set
+    against itself (leave-one-out): it requires ``nq == nref`` and drops pair ``(i, i)`` from
+    both. ``k`` larger than the available references is clamped (fewer columns). Memory is
+    bounded by one block of ``block_rows x nref``.
     """
     q = np.asarray(query_bits)
     r = np.asarray(ref_bits)
@@ -266,17 +277,27 @@ def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclu
     k_eff = min(int(k), r.shape[0] - (1 if exclude_self else 0))
     idx = np.zeros((q.shape[0], max(k_eff, 0)), dtype=np.int64)
     sim = np.zeros((q.shape[0], max(k_eff, 0)), dtype=np.float32)
+    counts = None if count_at_least is None else np.zeros(q.shape[0], dtype=np.int64)
     if k_eff <= 0 or q.shape[0] == 0:
-        return idx, sim
+        return Neighbours(idx, sim, counts)
     for start, stop, s in iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device,
                                                method=method):
         if exclude_self:
             rows = np.arange(stop - start)
-            s[rows, rows + start] = -1.0   # below every real similarity (>= 0)
-        i_blk, s_blk = _top_k_rows(s, k_eff)
-        idx[start:stop] = i_blk
-        sim[start:stop] = s_blk
-    return idx, sim
+            s[rows, rows + start] = -1.0   # below every real similarity (>= 0): never kept or counted
+        idx[start:stop], sim[start:stop] = _top_k_rows(s, k_eff)
+        if counts is not None:
+            counts[start:stop] = (s >= count_at_least).sum(axis=1)
+    return Neighbours(idx, sim, counts)
+
+
+def top_k_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
+                  block_rows: int | None = None, device: str = "auto", method: str = "auto"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices int64 (nq, k), similarities float32 (nq, k))`` of :func:`search_similar`."""
+    found = search_similar(query_bits, ref_bits, k, exclude_self=exclude_self, block_rows=block_rows,
+                           device=device, method=method)
+    return found.indices, found.similarities
 
 
 def _top_k_rows(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

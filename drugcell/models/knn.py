@@ -136,7 +136,7 @@ class KNNPredictor(Predictor):
         self.n_train_unparsed_ = int((~ok).sum())
 
     def _predict(self, smiles):
-        from drugcell.chem.fingerprints import tanimoto
+        from drugcell.chem.fingerprints import iter_tanimoto_blocks
 
         n, n_genes = len(smiles), self.mean_.shape[0]
         bits, ok = morgan_features(smiles)
@@ -146,9 +146,9 @@ class KNNPredictor(Predictor):
         std = np.empty((n, n_genes), dtype=np.float32) if want_std else None
         has_all = np.zeros(n, dtype=bool)
         y2 = np.square(self.train_y_) if want_std else None  # float32, once per predict call
-        for start in range(0, n, _QUERY_CHUNK):
-            stop = min(start + _QUERY_CHUNK, n)
-            sim = np.asarray(tanimoto(bits[start:stop], train_bits), dtype=np.float32)
+        # the shared blockwise search; the neighbours are picked by neighbour_weights (its own
+        # kernels and tie order, pinned by tests), so only the similarity blocks are shared
+        for start, stop, sim in iter_tanimoto_blocks(bits, train_bits, block_rows=_QUERY_CHUNK):
             sim[~ok[start:stop]] = 0.0
             weights, has = neighbour_weights(
                 sim, self.params["k"], self.params["kernel"], self.params["temperature"]

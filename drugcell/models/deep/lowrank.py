@@ -14,9 +14,10 @@ Variance: a diagonal Gaussian over coefficients ``z ~ N(mu, diag(v))`` maps to g
 ``var_g = sum_k v_k L[k, g]^2 + r_g``, where ``L`` is the gene-space decoder and ``r_g`` is the
 per-gene variance of the training residual that the basis does not represent (truncation error).
 Coefficient covariances are ignored (diagonal): cheap, and the SVD coefficients are uncorrelated
-across training compounds by construction. ``fusion`` also scales ``r_g`` per compound by a
-learned factor (see :meth:`ResidualBasis.outside_ratio`): most of a noisy compound's error lies
-outside any small basis, and a constant ``r_g`` could not express that.
+across training compounds by construction. The mean-variance head (``fusion``) also scales
+``r_g`` per compound by a learned factor (see :meth:`ResidualBasis.outside_ratio`): most of a
+noisy compound's error lies outside any small basis, and a constant ``r_g`` could not express
+that.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ class ResidualBasis:
         if include_resid:
             out += self.resid_var
         return out.astype(np.float32)
+
+    def profile_var(self, n_train: int) -> np.ndarray:
+        """(G,) variance of the training profiles around their mean: basis part (singular
+        values^2 / n) + truncation part; the spread to report when nothing better is known."""
+        zvar = (self.singular_values.astype(np.float64) ** 2 / max(int(n_train), 1))[None, :]
+        return self.decode_var(zvar)[0]
 
     def explained_fraction(self, Y: np.ndarray) -> float:
         """Share of the scaled residual sum of squares of Y captured by the basis."""
