@@ -32,7 +32,7 @@ import pandas as pd
 
 from drugcell import __version__
 from drugcell.calibration.calibrator import Calibrator
-from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
+from drugcell.defaults import COMPOUND_COL, MORGAN_BITS, MORGAN_RADIUS, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
 from drugcell.provenance import atomic_dir, provenance
@@ -134,7 +134,7 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
         np.savez(tmp / "arrays.npz", **state)
         np.savez(tmp / "training.npz", bits_packed=np.packbits(bits, axis=1), parsed=parsed.ok,
                  mean_profile=np.asarray(info.mean_profile, dtype=np.float32))
-        pd.DataFrame({"compound": info.compounds, "smiles": info.smiles}).to_parquet(
+        pd.DataFrame({COMPOUND_COL: info.compounds, SMILES_COL: info.smiles}).to_parquet(
             tmp / "training.parquet", index=False)
         if calibrator is not None:
             calibrator.save(tmp / CALIBRATOR_FILE)
@@ -258,7 +258,7 @@ class SavedModel:
             n_bits = int(meta["training"]["fingerprint"]["n_bits"])
             bits = np.unpackbits(z["bits_packed"], axis=1, count=n_bits)
             parsed, mean_profile = z["parsed"].astype(bool), z["mean_profile"]
-        comps = pd.read_parquet(root / "training.parquet", columns=["compound"])["compound"].astype(str).to_numpy()
+        comps = pd.read_parquet(root / "training.parquet", columns=[COMPOUND_COL])[COMPOUND_COL].astype(str).to_numpy()
         return cls(predictor=predictor, meta=meta, train_bits=bits, train_parsed=parsed,
                    train_compounds=comps, mean_profile=mean_profile, calibrator=read_calibrator(root, meta))
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from drugcell.calibration.calibrator import Calibrator
+from drugcell.defaults import COMPOUND_COL, GENE_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction
 from drugcell.persistence import SavedModel
@@ -56,8 +57,8 @@ class PredictResult:
         """``compound, gene_id, predicted_expression[, predicted_std]``, compound-major."""
         n, g = self.prediction.mean.shape
         cols = {
-            "compound": np.repeat(self.ids.astype(str), g),
-            "gene_id": np.tile(self.genes.astype(str), n),
+            COMPOUND_COL: np.repeat(self.ids.astype(str), g),
+            GENE_COL: np.tile(self.genes.astype(str), n),
             "predicted_expression": self.prediction.mean.ravel(),
         }
         if self.prediction.std is not None:
@@ -73,7 +74,7 @@ class PredictResult:
             order = np.argsort(delta, kind="stable")
             for direction, sel in (("up", order[::-1][:top]), ("down", order[:top])):
                 for r, g in enumerate(sel, start=1):
-                    row = {"compound": str(self.ids[i]), "direction": direction, "rank": r,
+                    row = {COMPOUND_COL: str(self.ids[i]), "direction": direction, "rank": r,
                            "gene": str(names[g]), "predicted": float(self.prediction.mean[i, g]),
                            "vs_mean": float(delta[g])}
                     if self.prediction.std is not None:
@@ -109,7 +110,7 @@ def read_molecules(input_csv: str | Path | None = None, smiles: list[str] | None
                 raise DrugcellInputError(f"{path}: no column {id_column!r} for --id-column (found {list(df.columns)})")
             ids = df[id_column].astype(str).to_numpy(dtype=object)
         else:
-            auto = next((cols[c] for c in ("compound", "id", "compound_id", "name") if c in cols), None)
+            auto = next((cols[c] for c in (COMPOUND_COL, "id", "compound_id", "name") if c in cols), None)
             ids = df[auto].astype(str).to_numpy(dtype=object) if auto else np.array(
                 [f"row{i + 1}" for i in range(len(df))], dtype=object)
     seen: set[str] = set()

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from drugcell.calibration.calibrator import Calibrator
 from drugcell.config import PredictorSpec
+from drugcell.defaults import COMPOUND_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.fitting import fit_spec
 from drugcell.persistence import save_model
@@ -31,7 +32,7 @@ from drugcell.prediction import calibrated
 from drugcell.provenance import atomic_path, fingerprint_files, provenance, write_json
 
 DEFAULT_OUT = Path("submissions/predictions.parquet")
-TEST_REQUIRED = ("compound", "smiles")
+TEST_REQUIRED = (COMPOUND_COL, SMILES_COL)
 
 
 @dataclass
@@ -61,12 +62,12 @@ def read_test_compounds(path: str | Path) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)}; expected the contest layout "
             "compound,compound_name,...,smiles,inchi_key"
         )
-    df["compound"] = df["compound"].str.strip()
-    empty = np.flatnonzero(df["compound"].eq("").to_numpy())
+    df[COMPOUND_COL] = df[COMPOUND_COL].str.strip()
+    empty = np.flatnonzero(df[COMPOUND_COL].eq("").to_numpy())
     if len(empty):
         raise DrugcellInputError(f"{path}: column 'compound' is empty on row(s) {(empty + 2).tolist()[:10]} "
                                  "(1-based file lines); every test compound needs its id")
-    dup = df["compound"][df["compound"].duplicated()].unique()
+    dup = df[COMPOUND_COL][df[COMPOUND_COL].duplicated()].unique()
     if len(dup):
         raise DrugcellInputError(f"{path}: compound id(s) listed twice: {', '.join(dup[:10])}; remove the duplicates")
     return df.reset_index(drop=True)
@@ -78,9 +79,9 @@ def read_gene_filter(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DrugcellInputError(f"gene filter file {path} not found")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "gene_id" not in df.columns:
+    if GENE_COL not in df.columns:
         raise DrugcellInputError(f"{path}: no 'gene_id' column (found {', '.join(df.columns)})")
-    genes = df["gene_id"].str.strip().to_numpy(dtype=object).astype(str)
+    genes = df[GENE_COL].str.strip().to_numpy(dtype=object).astype(str)
     if len(genes) == 0:
         raise DrugcellInputError(f"{path}: no genes listed")
     if len(np.unique(genes)) != len(genes):
@@ -96,8 +97,8 @@ def long_table(compound_ids: np.ndarray, genes: np.ndarray, values: np.ndarray,
     comp_idx = np.repeat(np.arange(n, dtype=np.int32), g)
     gene_idx = np.tile(np.arange(g, dtype=np.int32), n)
     return pa.table({
-        "compound": pa.DictionaryArray.from_arrays(pa.array(comp_idx), pa.array(np.asarray(compound_ids).astype(str))),
-        "gene_id": pa.DictionaryArray.from_arrays(pa.array(gene_idx), pa.array(np.asarray(genes).astype(str))),
+        COMPOUND_COL: pa.DictionaryArray.from_arrays(pa.array(comp_idx), pa.array(np.asarray(compound_ids).astype(str))),
+        GENE_COL: pa.DictionaryArray.from_arrays(pa.array(gene_idx), pa.array(np.asarray(genes).astype(str))),
         value_col: pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel()),
     })
 
@@ -106,7 +107,7 @@ def _validation_frame(table: pa.Table) -> pd.DataFrame:
     """The table as pandas with plain str columns: the scorer's ``astype(str)`` on a categorical
     column materialises 13.8 M strings slowly (about 3x the whole validation), a take does not."""
     cols = {}
-    for name in ("compound", "gene_id"):
+    for name in (COMPOUND_COL, GENE_COL):
         col = table.column(name).combine_chunks()
         labels = np.asarray(col.dictionary.to_pylist(), dtype=object)
         cols[name] = labels[col.indices.to_numpy()]
@@ -147,7 +148,7 @@ def make_submission(
     out = Path(out)
     test = read_test_compounds(test_compounds)
     genes = read_gene_filter(gene_filter)
-    test_ids = test["compound"].to_numpy(dtype=object).astype(str)
+    test_ids = test[COMPOUND_COL].to_numpy(dtype=object).astype(str)
     test_smiles = test["smiles"].tolist()
     cols = _gene_columns(es.genes, genes, gene_filter)
 

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from drugcell.calibration.stats import coverage, fit_scale, reliability_table, std_error_pearson
+from drugcell.defaults import COMPOUND_COL
 from drugcell.errors import DrugcellInputError
 
-REQUIRED_COLUMNS = ("predictor", "fold", "compound", "gene", "error", "std")
+REQUIRED_COLUMNS = ("predictor", "fold", COMPOUND_COL, "gene", "error", "std")
 #: Columns the arithmetic needs (``compound``/``gene`` are only required in a run's file).
 NEEDED_COLUMNS = ("predictor", "fold", "error", "std")
 UNCERTAINTY_FILE = "uncertainty.parquet"

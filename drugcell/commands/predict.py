@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from drugcell.defaults import COMPOUND_COL
+
 
 def predict(
     model: Annotated[Path, typer.Option(help="Model dir written by `drugcell fit`.")],
@@ -53,5 +55,5 @@ def predict(
     for i, cid in enumerate(res.ids):
         typer.echo(f"\n## {cid}  (nearest training Tanimoto {res.nearest_similarity[i]:.2f}: "
                    f"{res.nearest_compound[i]})")
-        sub = table[table["compound"] == cid].drop(columns="compound")
+        sub = table[table[COMPOUND_COL] == cid].drop(columns=COMPOUND_COL)
         typer.echo(sub.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

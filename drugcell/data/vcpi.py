@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from contest_scorer.metrics import GENE_COL as CONTEST_GENE_COL
+
 # ---- file names a contest user holds ---------------------------------------------------------
 COUNTS_FILE = "train_counts.parquet"
 METADATA_FILE = "train_metadata.parquet"
@@ -27,7 +29,7 @@ WEIGHTS_FILE = "weights.parquet"
 TEST_COMPOUNDS_FILE = "test_compounds.csv"
 
 # ---- counts -----------------------------------------------------------------------------------
-GENE_COL = "gene_id"
+GENE_COL = CONTEST_GENE_COL  # the contest spells it once (contest_scorer)
 #: long layout ``(sample, gene_id, count)``; ``sequenced_id`` is accepted for ``sample``.
 LONG_SAMPLE_COLS = ("sample", "sequenced_id")
 LONG_COUNT_COL = "count"
