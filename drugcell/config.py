@@ -54,6 +54,16 @@ class PredictorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, **self.params}
 
+    def build(self, metric: str | None = None):
+        """An unfitted predictor; a predictor that selects under a metric (its ``defaults`` have a
+        ``metric`` key) gets the run's ``metric`` unless the config set one for it."""
+        from drugcell.models import get_class
+
+        params = dict(self.params)
+        if metric is not None and "metric" in get_class(self.kind).defaults and "metric" not in params:
+            params["metric"] = metric
+        return get_class(self.kind)(**params)
+
 
 @dataclass(frozen=True)
 class OutputOptions:

@@ -23,27 +23,20 @@ from drugcell.persistence import TrainInfo, save_model
 
 def resolve_predictor(
     name: str | None = None, *, config: str | Path | None = None,
-    from_run: str | Path | None = None, metric: str = "mejia",
+    from_run: str | Path | None = None, metric: str = "mejia", select: str | None = None,
 ) -> tuple[PredictorSpec, int]:
-    """Which predictor to refit, and the seed, from a name, a config, or the best of a CV run.
+    """Which predictor to refit, and the seed, from a name, a config, or the choice of a CV run.
 
-    ``from_run`` reads the run's manifest (its config) and, without ``name``, picks the lowest
-    mean wMSE under ``metric`` from its ``scores.parquet``. Without a config, ``name`` may be a
-    registry kind (its default params) or a name in ``configs/default.toml``.
+    ``from_run`` reads the run's manifest (its config) and, without ``name``, takes the predictor
+    the run chose under ``metric`` (:func:`chosen_from_run`; ``select="lowest"`` takes the lowest
+    mean instead). Without a config, ``name`` may be a registry kind (its default params) or a
+    name in ``configs/default.toml``.
     """
     if from_run is not None:
         run = Path(from_run)
-        man = run / "manifest.json"
-        if not man.is_file():
-            raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
-        cfg = config_from_dict(json.loads(man.read_text())["config"], source=str(man))
+        cfg = run_config(run)
         if name is None:
-            from drugcell.evaluation.cv import best_predictor
-
-            scores_path = run / "scores.parquet"
-            if not scores_path.is_file():
-                raise DrugcellInputError(f"{run}: no scores.parquet; the CV run did not finish")
-            name = best_predictor(pd.read_parquet(scores_path, columns=["predictor", "metric", "wmse"]), metric)
+            name = chosen_from_run(run, cfg, metric, select).predictor
         return cfg.predictor(name), cfg.seed
     if name is None:
         raise DrugcellInputError("name a predictor (--predictor NAME) or a CV run (--from-run RUN_DIR)")
@@ -63,11 +56,38 @@ def resolve_predictor(
     raise DrugcellInputError(f"unknown predictor {name!r}: pass --config with a [[predictors]] entry named so")
 
 
-def fit_spec(es, spec: PredictorSpec, seed: int) -> Predictor:
-    """A fresh predictor built from ``spec`` and fitted on every compound of ``es``."""
-    from drugcell.models import make_predictor
+def run_config(run: str | Path) -> RunConfig:
+    """The config a `drugcell cv` run recorded in its manifest."""
+    man = Path(run) / "manifest.json"
+    if not man.is_file():
+        raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
+    return config_from_dict(json.loads(man.read_text())["config"], source=str(man))
 
-    return make_predictor(spec.kind, **spec.params).fit(es, seed=seed)
+
+def chosen_from_run(run: Path, cfg: RunConfig, metric: str = "mejia", select: str | None = None):
+    """The run's model choice under ``metric`` (a :class:`~drugcell.evaluation.selection.Choice`).
+
+    The rule is the run's own (``cv.select``) unless ``select`` names another; the choice is
+    recomputed from the run's scores and bootstrap table, so it is the same as in summary.md.
+    """
+    from drugcell.evaluation.selection import choose
+    from drugcell.models import get_class
+
+    scores_path = run / "scores.parquet"
+    if not scores_path.is_file():
+        raise DrugcellInputError(f"{run}: no scores.parquet; the CV run did not finish")
+    scores = pd.read_parquet(scores_path, columns=["predictor", "metric", "wmse"])
+    rule = select or cfg.select_rule
+    comp_path = run / "comparisons.parquet"
+    comparisons = pd.read_parquet(comp_path) if comp_path.is_file() else None
+    simplicity = {p.name: get_class(p.kind).simplicity for p in cfg.predictors}
+    return choose(scores, comparisons, metric, simplicity, rule=rule, alpha=cfg.select_alpha)
+
+
+def fit_spec(es, spec: PredictorSpec, seed: int, metric: str | None = None) -> Predictor:
+    """A fresh predictor built from ``spec`` (``metric`` for predictors that select under one) and
+    fitted on every compound of ``es``."""
+    return spec.build(metric=metric).fit(es, seed=seed)
 
 
 @dataclass

@@ -93,14 +93,18 @@ def test_submit_refuses_bad_inputs(tmp_path):
     assert not out.exists()
 
 
-def test_from_run_picks_the_best_predictor(tmp_path):
+def test_from_run_takes_the_runs_choice_or_the_lowest_mean(tmp_path):
     es = toy_es(n_templates=3, n_per=8, n_genes=10)
     cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 10, "seed": 4},
                             "predictors": [{"name": "ctl", "kind": "control"}, {"name": "avg", "kind": "mean"}]})
     res = run_cv(es, cfg, tmp_path / "run", progress=False)
     s = res.scores[res.scores.metric == "proxy"].groupby("predictor")["wmse"].mean()
     spec, seed = resolve_predictor(from_run=tmp_path / "run", metric="proxy")
-    assert spec.name == s.idxmin() and seed == 4
+    assert spec.name == res.choices["proxy"].predictor and seed == 4
+    saved = json.loads((tmp_path / "run" / "choice.json").read_text())
+    assert saved["proxy"]["predictor"] == spec.name and saved["proxy"]["rule"] == "simplest"
+    spec, _ = resolve_predictor(from_run=tmp_path / "run", metric="proxy", select="lowest")
+    assert spec.name == s.idxmin()
     spec, _ = resolve_predictor("ctl", from_run=tmp_path / "run")
     assert spec.kind == "control"
     assert resolve_predictor("mean")[0].kind == "mean"  # a bare registry kind

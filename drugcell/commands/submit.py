@@ -19,8 +19,11 @@ def submit(
         help="Predictor name in the config (or a registry kind with default params).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config holding the predictor entry.")] = None,
     from_run: Annotated[Optional[Path], typer.Option(
-        help="A `drugcell cv` run dir: take its config, and without --predictor its best predictor.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric that picks the best predictor of --from-run.")] = "mejia",
+        help="A `drugcell cv` run dir: take its config, and without --predictor the predictor it chose.")] = None,
+    metric: Annotated[str, typer.Option(help="Metric under which --from-run's choice is read.")] = "mejia",
+    select: Annotated[Optional[str], typer.Option(
+        help="Override the run's choice rule: 'simplest' (the simplest predictor no other beats significantly, "
+             "Holm-corrected) or 'lowest' (lowest mean, the old rule).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
     std: Annotated[bool, typer.Option(
         "--std/--no-std", help="Also write <out stem>.std.parquet when the model predicts a std.")] = True,
@@ -37,6 +40,12 @@ def submit(
     from drugcell.fitting import resolve_predictor
     from drugcell.submission import make_submission
 
+    if from_run is not None and predictor is None:
+        from drugcell.fitting import chosen_from_run, run_config
+
+        choice = chosen_from_run(Path(from_run), run_config(from_run), metric, select)
+        typer.echo(f"chosen from {from_run}: {choice.predictor} (rule '{choice.rule}'). {choice.reason}")
+        predictor = choice.predictor
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
     es = ExpressionSet.load(data)
     calibrator = calibrator_for_run(from_run, spec.name) if (from_run and calibrate_std) else None

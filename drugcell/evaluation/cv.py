@@ -136,7 +136,6 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
 
     Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
     """
-    from drugcell.models import make_predictor
     from drugcell.splits.folds import make_folds
 
     out = Path(out_dir)
@@ -202,7 +201,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
         for spec in config.predictors:
             bar.set_postfix_str(f"fold {k} {spec.name}")
             t0 = time.perf_counter()
-            model = make_predictor(spec.kind, **spec.params).fit(train, seed=config.seed)
+            model = spec.build(metric=config.metrics[0]).fit(train, seed=config.seed)
             t1 = time.perf_counter()
             pred = model.predict(test_smiles)
             t2 = time.perf_counter()
