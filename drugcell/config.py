@@ -73,6 +73,15 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class EstimateOptions:
+    """The leaderboard estimate's assumptions about the test set (the contest: 6 new plates)."""
+
+    test_plates: int = 6
+    test_replicates: int = 0          # wells per test compound; 0 = the training median
+    resamples: int = 1000
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a CV run needs besides the data."""
 
@@ -85,6 +94,7 @@ class RunConfig:
     select_rule: str = "simplest"     # model choice: "simplest" unbeaten (Holm) or "lowest" mean
     select_alpha: float = 0.05        # significance level of the choice rule (Holm-corrected)
     output: OutputOptions = field(default_factory=OutputOptions)
+    estimate: EstimateOptions = field(default_factory=EstimateOptions)
     source: str | None = None  # the TOML file it came from (for messages and the manifest)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +110,7 @@ class RunConfig:
                 "uncertainty_sample": self.output.uncertainty_sample,
                 "weights_file": self.output.weights_file or "",
             },
+            "estimate": dataclasses.asdict(self.estimate),
             "predictors": [p.to_dict() for p in self.predictors],
             "source": self.source,
         }
@@ -209,13 +220,29 @@ def _parse_metrics(metrics: Any, source: str | None) -> list[str]:
     return metrics
 
 
+def _parse_estimate(table: Any, source: str | None) -> EstimateOptions:
+    """[estimate]: the test layout the leaderboard estimate assumes."""
+    if not isinstance(table, dict):
+        raise DrugcellInputError(f"{_where(source, 'estimate')} must be a table")
+    bad = set(table) - {"test_plates", "test_replicates", "resamples"}
+    if bad:
+        raise DrugcellInputError(f"{_where(source, 'estimate.' + sorted(bad)[0])} is not a known option")
+    d = EstimateOptions()
+    return EstimateOptions(
+        test_plates=_check_int(table.get("test_plates", d.test_plates), source, "estimate.test_plates", 1),
+        test_replicates=_check_int(table.get("test_replicates", d.test_replicates), source,
+                                   "estimate.test_replicates", 0),
+        resamples=_check_int(table.get("resamples", d.resamples), source, "estimate.resamples", 10),
+    )
+
+
 def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfig:
     """Validate a parsed TOML document (or a manifest's ``config``) into a :class:`RunConfig`."""
-    unknown = set(raw) - {"cv", "output", "predictors", "source"}
+    unknown = set(raw) - {"cv", "output", "estimate", "predictors", "source"}
     if unknown:
         raise DrugcellInputError(
             f"{source or 'config'}: unknown top-level key(s) {sorted(unknown)}; "
-            "expected [cv], [output] and [[predictors]]"
+            "expected [cv], [output], [estimate] and [[predictors]]"
         )
     cv = raw.get("cv", {})
     out = raw.get("output", {})
@@ -257,6 +284,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
         folds=folds, split=split, seed=seed, metrics=tuple(metrics),
         bootstrap_resamples=resamples, select_rule=select, select_alpha=float(select_alpha),
         output=OutputOptions(save_predictions=save, uncertainty_sample=sample, weights_file=wfile),
+        estimate=_parse_estimate(raw.get("estimate", {}), source),
         source=source if source is not None else raw.get("source"),
     )
 
@@ -292,13 +320,13 @@ def with_overrides(
             raise DrugcellInputError(f"--set {item!r}: expected section.key=value, e.g. cv.folds=3")
         key, value = item.split("=", 1)
         section, name = key.strip().split(".", 1)
-        if section not in ("cv", "output"):
-            raise DrugcellInputError(f"--set {item!r}: section must be 'cv' or 'output'")
+        if section not in ("cv", "output", "estimate"):
+            raise DrugcellInputError(f"--set {item!r}: section must be 'cv', 'output' or 'estimate'")
         try:
             parsed = tomllib.loads(f"v = {value.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value.strip()  # a bare word, e.g. split=random
-        raw[section][name] = parsed
+        raw.setdefault(section, {})[name] = parsed
     cv, out = raw["cv"], raw["output"]
     for key, val in (("folds", folds), ("split", split), ("seed", seed),
                      ("metrics", metrics), ("bootstrap_resamples", bootstrap_resamples), ("select", select)):

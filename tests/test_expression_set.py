@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drugcell.data.expression_set import ExpressionSet
+from drugcell.data.expression_set import FORMAT_VERSION, ExpressionSet
 from drugcell.errors import DrugcellInputError
 
 
@@ -110,8 +110,8 @@ def _edit_manifest(root, **changes):
 def test_cache_records_its_format_and_version(tmp_path):
     make_es().save(tmp_path / "es")
     manifest = json.loads((tmp_path / "es" / "manifest.json").read_text())
-    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == 2
-    assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 2
+    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == FORMAT_VERSION == 3
+    assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 3
 
 
 def test_version_1_cache_reads_the_same_arrays(tmp_path):
@@ -131,15 +131,15 @@ def test_version_1_cache_reads_the_same_arrays(tmp_path):
     assert back.info["cache_format_version"] == 1
     back.save(tmp_path / "again")
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and "cache_format_version" not in manifest["info"]
+    assert manifest["format_version"] == FORMAT_VERSION and "cache_format_version" not in manifest["info"]
 
 
 def test_future_version_and_other_format_are_refused_naming_the_folder(tmp_path):
     root = tmp_path / "es"
     make_es().save(root)
     folder = re.escape(str(root))
-    _edit_manifest(root, format_version=3)
-    with pytest.raises(DrugcellInputError, match=f"{folder} has format version 3, newer than this drugcell reads"):
+    _edit_manifest(root, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(DrugcellInputError, match=f"{folder} has format version {FORMAT_VERSION + 1}, newer than this drugcell reads"):
         ExpressionSet.load(root)
     _edit_manifest(root, format_version=2, format="someone.elses_cache")
     with pytest.raises(DrugcellInputError, match=f"{folder} is not an ExpressionSet cache.*'someone.elses_cache'"):

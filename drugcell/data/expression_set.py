@@ -6,7 +6,8 @@ A cache directory of plain ``.npy`` arrays and small parquet tables, so it loads
 The cache is versioned (``format`` and ``format_version`` in ``manifest.json``) so that a cache
 written by another drugcell is read correctly or refused with a message, never misread.
 Version 1 is the layout written before the version fields existed (the same files; read as is);
-version 2 adds the fields.
+version 2 adds the fields; version 3 adds the optional ``plates.npz`` (the plate layout and the
+per-plate DMSO profile, :mod:`drugcell.data.plates`), absent from sets that have no plates.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drugcell.data.plates import PlateLayout
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance
 
 #: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
 FORMAT = "drugcell.expression_set"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 _KIND = "drugcell.ExpressionSet"  # the version-1 manifest's only mark (still written, for older readers)
 _ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
@@ -60,6 +62,7 @@ class ExpressionSet:
     control_expression: np.ndarray | None = None
     control_weights: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    plates: PlateLayout | None = None   # plate layout and per-plate DMSO profile (VCPI-layout data)
 
     def __post_init__(self) -> None:
         self.compounds = _str_array(self.compounds)
@@ -97,6 +100,8 @@ class ExpressionSet:
             raise DrugcellInputError(f"ExpressionSet has duplicate compound ids: {list(self.compounds[dup][:5])}")
         if len(set(self.genes.tolist())) != g:
             raise DrugcellInputError("ExpressionSet has duplicate gene ids")
+        if self.plates is not None:
+            self.plates.check(c, g)
 
     # ------------------------------------------------------------------ shape and slicing
     @property
@@ -119,6 +124,7 @@ class ExpressionSet:
             smiles=self.smiles[idx],
             inchikey=self.inchikey[idx],
             info=dict(self.info),
+            plates=None if self.plates is None else self.plates.subset(idx),
         )
 
     def index_of(self, compounds: list[str] | np.ndarray) -> np.ndarray:
@@ -165,6 +171,8 @@ class ExpressionSet:
             ).to_parquet(tmp / _COMPOUNDS, index=False)
             pd.DataFrame({GENE_COL: self.genes.astype(str)}).to_parquet(tmp / _GENES, index=False)
             pd.DataFrame({COMPOUND_COL: self.control_ids.astype(str)}).to_parquet(tmp / _CONTROLS, index=False)
+            if self.plates is not None:
+                self.plates.save(tmp)
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -205,6 +213,7 @@ class ExpressionSet:
             n_replicates=comp[_N_REPLICATES_COL].to_numpy(),
             control_ids=controls,
             info=info,
+            plates=PlateLayout.load(root),
             **arrays,
         )
 

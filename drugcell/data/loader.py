@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from drugcell import __version__
 from drugcell.data import vcpi
@@ -27,6 +28,7 @@ from drugcell.data.counts import _Counts, open_counts
 from drugcell.data.expression_set import MANIFEST, ExpressionSet
 from drugcell.data.memory import _no_numpy_hugepages, _release_map, _system_arrow_pool
 from drugcell.data.pass_plan import _plan
+from drugcell.data.plates import ControlAccumulator, PlateLayout, compound_plate_counts
 from drugcell.data.readers import (
     INCHIKEY,
     fingerprint_input,
@@ -338,6 +340,32 @@ def _drop_empty_compounds(stats: _Stats, groups: _Groups, weights: np.ndarray,
     return expr, weights, compounds, n_rep
 
 
+def _plate_layout(src: _Counts, groups: _Groups, compounds: np.ndarray, n_genes: int, batch_size: int,
+                  progress: bool | None) -> PlateLayout | None:
+    """Plates of the kept wells and the per-plate DMSO profile (a short second read of the DMSO
+    columns only); None when the metadata has no plate column."""
+    kept = groups.kept
+    if vcpi.PLATE_COL not in kept.columns:
+        return None
+    plate_of_well, plate_ids = pd.factorize(kept[vcpi.PLATE_COL].astype(str), sort=True)
+    keys = kept[vcpi.COMPOUND_KEY_COL].astype(str).to_numpy()
+    pos = np.searchsorted(compounds.astype(str), keys)
+    pos = np.minimum(pos, max(len(compounds) - 1, 0))
+    comp_of_well = np.where(groups.lib_mask & (compounds.astype(str)[pos] == keys), pos, -1)
+    counts = compound_plate_counts(comp_of_well, plate_of_well, len(compounds), len(plate_ids))
+    dmso = np.flatnonzero(groups.group == groups.n_lib + groups.controls.index(vcpi.DMSO))
+    names = kept[vcpi.SAMPLE_COL].to_numpy()[dmso].astype(str)
+    acc = ControlAccumulator(len(plate_ids), n_genes)
+    for lo in tqdm(range(0, len(names), batch_size), desc="DMSO per plate", unit="batch",
+                   disable=None if progress is None else not progress):
+        lib, sub, _ = src.read(list(names[lo:lo + batch_size]))
+        ok = lib > 0
+        log_expr = np.log2(np.asarray(sub[ok], dtype=np.float64) * (1e6 / lib[ok])[:, None] + 1.0)
+        acc.add(plate_of_well[dmso[lo:lo + batch_size]][ok], log_expr)
+    mean, var, n = acc.result()
+    return PlateLayout(np.asarray(plate_ids), counts, mean, var, n)
+
+
 def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, scratch_dir):
     """:func:`load_vcpi` itself, as its recipe."""
     t0 = time.perf_counter()
@@ -353,6 +381,7 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     weights, ctrl_w = _weights(stats, groups, len(genes), opt, summary, progress)
     expr, weights, compounds, n_rep = _drop_empty_compounds(stats, groups, weights, summary)
     smiles, inchikey = _structures(kept[groups.lib_mask], compounds, chem, summary, paths["chemistry"])
+    plates = _plate_layout(src, groups, compounds, len(genes), opt.batch_size, progress)
     summary.n_compounds = len(compounds)
     summary.controls = {c: int(k) for c, k in zip(groups.controls, stats.n[groups.n_lib:])}
     ctrl_expr = stats.ctrl_expr.astype(np.float32)
@@ -364,7 +393,7 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     es = ExpressionSet(
         compounds=compounds, genes=genes, expression=expr, weights=weights, n_replicates=n_rep,
         control=ctrl_expr[0], smiles=smiles, inchikey=inchikey, control_ids=np.array(groups.controls, dtype=object),
-        control_expression=ctrl_expr, control_weights=ctrl_w, info=info,
+        control_expression=ctrl_expr, control_weights=ctrl_w, info=info, plates=plates,
     )
     if opt.weights_path is not None:
         es = _official_weights(es, Path(opt.weights_path), summary)

@@ -15,7 +15,10 @@ Run dir layout (``out_dir``)::
     summary.parquet       per (metric, predictor): mean, fold mean and std, rank
     agreement.parquet     Kendall tau between metric rankings, and the pairs that flip
     comparisons.parquet   paired bootstrap for every pair of predictors per metric
-    summary.md            the readable report
+    summary.md            the readable report (chosen predictor and leaderboard estimate first)
+    choice.json           the chosen predictor per metric, the rule and why
+    leaderboard_estimate.parquet  predictor, metric, estimate, ci_low, ci_high (+ cv_mean, plate_term,
+                          floor, gap_closed): the expected score on new compounds on new plates
     uncertainty.parquet   sampled (error, std) cells, for predictors with a predictive std
     predictions/<name>.npy  optional: held-out predictions (compounds x genes, ExpressionSet order)
     manifest.json         config, seed, data fingerprint, version, git commit
@@ -36,7 +39,6 @@ from drugcell.config import RunConfig
 from drugcell.defaults import COMPOUND_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_path, provenance, write_json, write_text
-from drugcell.reporting import frame_table
 
 SCORE_COLUMNS = ["predictor", "fold", COMPOUND_COL, "metric", "wmse"]
 
@@ -57,6 +59,7 @@ class CVResult:
     headline: str = ""  # the ranking and metric agreement (markdown), what `drugcell cv` prints
 
     choices: dict[str, Any] = field(default_factory=dict)  # metric -> selection.Choice
+    estimate: pd.DataFrame | None = None  # leaderboard_estimate.parquet
 
     def best(self, metric: str = "mejia") -> str:
         """The chosen predictor under ``metric`` (the run's selection rule; see choice.json)."""
@@ -131,161 +134,198 @@ def _uncertainty_sample(pred, truth, n_max: int, rng: np.random.Generator):
 
 
 # ----------------------------------------------------------------------------- the runner
-def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> CVResult:
-    """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
+class _Stages:
+    """Wall seconds per stage (written to the manifest), to see where a run spends its time."""
 
-    Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
-    """
-    from drugcell.splits.folds import make_folds
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.t = time.perf_counter()
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.output.weights_file:
-        es = es.with_weights_parquet(config.output.weights_file)
-    t_start = time.perf_counter()
-    stages: dict[str, float] = {}  # wall seconds per stage (manifest), to see where a run spends time
-
-    def lap(name: str, t0: float) -> float:
+    def lap(self, name: str) -> None:
         now = time.perf_counter()
-        stages[name] = stages.get(name, 0.0) + now - t0
-        return now
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+class _Recorder:
+    """Everything a run keeps per (fold, predictor): scores, counters, uncertainty samples, saved
+    predictions and the leaderboard estimate's terms."""
+
+    def __init__(self, es, config: RunConfig, out: Path) -> None:
+        self.config = config
+        self.compounds = np.asarray(es.compounds).astype(str)
+        self.compound_cats = pd.Index(self.compounds)
+        self.gene_cats = pd.Index(np.asarray(es.genes).astype(str))
+        self.scores: list[pd.DataFrame] = []
+        self.diag: list[dict[str, Any]] = []
+        self.unc: list[pd.DataFrame] = []
+        self.rng = np.random.default_rng(config.seed)
+        self.estimator = _estimator(es, config)
+        self.pred_store: dict[str, np.ndarray] = {}
+        if config.output.save_predictions:
+            (out / "predictions").mkdir(exist_ok=True)
+            for spec in config.predictors:
+                self.pred_store[spec.name] = np.lib.format.open_memmap(
+                    out / "predictions" / f".{spec.name}.npy.tmp", mode="w+", dtype=np.float32,
+                    shape=es.expression.shape)
+
+    def record(self, name: str, k: int, test_idx: np.ndarray, pred, scorer: _FoldScorer,
+               seconds: dict[str, float]) -> None:
+        per_metric = scorer.score(pred.mean)
+        resid = np.subtract(pred.mean, scorer.truth, dtype=np.float32)
+        for m, vals in per_metric.items():
+            self.estimator.add(name, m, test_idx, resid, scorer.weights[m], vals)
+            self.scores.append(pd.DataFrame({"predictor": name, "fold": np.int32(k),
+                                             COMPOUND_COL: self.compounds[test_idx], "metric": m, "wmse": vals}))
+        del resid
+        counters = {**seconds, **{c: float(v) for c, v in pred.info.items()}}
+        self.diag += [{"predictor": name, "fold": int(k), "counter": c, "value": float(v)}
+                      for c, v in counters.items()]
+        if pred.std is not None and self.config.output.uncertainty_sample > 0:
+            rows, cols, err, std = _uncertainty_sample(pred, scorer.truth, self.config.output.uncertainty_sample,
+                                                       self.rng)
+            self.unc.append(pd.DataFrame({  # ids as categoricals: millions of rows, few strings
+                "predictor": name, "fold": np.int32(k),
+                COMPOUND_COL: pd.Categorical.from_codes(test_idx[rows], categories=self.compound_cats),
+                "gene": pd.Categorical.from_codes(cols, categories=self.gene_cats), "error": err, "std": std,
+            }))
+        if name in self.pred_store:
+            self.pred_store[name][test_idx] = pred.mean
+
+    def write(self, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        """scores, diagnostics, uncertainty and saved predictions, each written atomically."""
+        scores = pd.concat(self.scores, ignore_index=True)
+        diagnostics = pd.DataFrame(self.diag, columns=["predictor", "fold", "counter", "value"])
+        uncertainty = pd.concat(self.unc, ignore_index=True) if self.unc else None
+        for name, frame in (("scores", scores), ("diagnostics", diagnostics), ("uncertainty", uncertainty)):
+            if frame is not None:
+                with atomic_path(out / f"{name}.parquet") as tmp:
+                    frame.to_parquet(tmp, index=False)
+        for name, mm in self.pred_store.items():
+            mm.flush()
+            tmp_path = Path(mm.filename)
+            del mm
+            tmp_path.replace(out / "predictions" / f"{name}.npy")
+        return scores, diagnostics, uncertainty
+
+
+def _folds_and_audit(es, config: RunConfig, out: Path):
+    """Fold assignment (folds.parquet) and the leak audit of every fold (audit.json), before any fit."""
+    from drugcell.splits.folds import make_folds
 
     compounds = np.asarray(es.compounds).astype(str)
     smiles = np.asarray(es.smiles).astype(str)
-    n_comp, n_genes = es.expression.shape
-    t = time.perf_counter()
     assignment = make_folds(list(smiles), config.split, config.folds, config.seed)
     fold_of = np.asarray(assignment.folds, dtype=np.int32)
-    fold_ids = np.unique(fold_of)
     folds_df = pd.DataFrame({  # scaffolds come from make_folds: the SMILES are parsed once
         COMPOUND_COL: compounds, "fold": fold_of, "scaffold": np.asarray(assignment.scaffolds, dtype=object),
         SMILES_COL: smiles,
     })
     with atomic_path(out / "folds.parquet") as tmp:
         folds_df.to_parquet(tmp, index=False)
-    t = lap("folds", t)
-
     # Audit every fold first: a leak refuses the whole run before hours of fitting.
-    audits = []
-    for k in fold_ids:
-        test_idx = np.flatnonzero(fold_of == k)
-        train_idx = np.flatnonzero(fold_of != k)
-        audits.append(_audit(smiles, compounds, train_idx, test_idx, int(k)))
+    audits = [_audit(smiles, compounds, np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k), int(k))
+              for k in np.unique(fold_of)]
     write_json(out / "audit.json", {"split": assignment.to_dict(), "folds": audits})
-    t = lap("audit", t)
+    return assignment, fold_of, folds_df, audits
 
-    pred_store = {}
-    if config.output.save_predictions:
-        (out / "predictions").mkdir(exist_ok=True)
-        for spec in config.predictors:
-            pred_store[spec.name] = np.lib.format.open_memmap(
-                out / "predictions" / f".{spec.name}.npy.tmp", mode="w+", dtype=np.float32,
-                shape=(n_comp, n_genes),
-            )
 
-    compound_cats = pd.Index(compounds)
-    gene_cats = pd.Index(np.asarray(es.genes).astype(str))
-    score_parts: list[pd.DataFrame] = []
-    diag_rows: list[dict[str, Any]] = []
-    unc_parts: list[pd.DataFrame] = []
-    rng = np.random.default_rng(config.seed)
+def _run_folds(es, config: RunConfig, fold_of: np.ndarray, rec: _Recorder, stages: _Stages,
+               progress: bool) -> None:
+    """Fit every predictor on every training fold; score and record its held-out predictions."""
+    smiles = np.asarray(es.smiles).astype(str)
+    fold_ids = np.unique(fold_of)
     bar = tqdm(total=len(fold_ids) * len(config.predictors), desc="cv", unit="fit", disable=not progress)
     for k in fold_ids:
         test_idx = np.flatnonzero(fold_of == k)
-        train_idx = np.flatnonzero(fold_of != k)
-        train = es.subset(train_idx)
+        train = es.subset(np.flatnonzero(fold_of != k))
         scorer = _FoldScorer(es, train.expression, test_idx, config.metrics)
-        t = lap("fold_setup", t)
+        for m, w in scorer.weights.items():
+            rec.estimator.add_fold_weights(m, test_idx, w)
         test_smiles = list(smiles[test_idx])
-        test_names = compounds[test_idx]
+        stages.lap("fold_setup")
         for spec in config.predictors:
             bar.set_postfix_str(f"fold {k} {spec.name}")
             t0 = time.perf_counter()
             model = spec.build(metric=config.metrics[0]).fit(train, seed=config.seed)
             t1 = time.perf_counter()
             pred = model.predict(test_smiles)
-            t2 = time.perf_counter()
-            t = lap("fit_predict", t)
-            per_metric = scorer.score(pred.mean)
-            for m, vals in per_metric.items():
-                score_parts.append(pd.DataFrame({
-                    "predictor": spec.name, "fold": np.int32(k), COMPOUND_COL: test_names,
-                    "metric": m, "wmse": vals,
-                }))
-            counters = {"fit_s": t1 - t0, "predict_s": t2 - t1, **{c: float(v) for c, v in pred.info.items()}}
-            diag_rows += [{"predictor": spec.name, "fold": int(k), "counter": c, "value": float(v)}
-                          for c, v in counters.items()]
-            if pred.std is not None and config.output.uncertainty_sample > 0:
-                rows, cols, err, std = _uncertainty_sample(pred, scorer.truth, config.output.uncertainty_sample, rng)
-                unc_parts.append(pd.DataFrame({  # ids as categoricals: millions of rows, few strings
-                    "predictor": spec.name, "fold": np.int32(k),
-                    COMPOUND_COL: pd.Categorical.from_codes(test_idx[rows], categories=compound_cats),
-                    "gene": pd.Categorical.from_codes(cols, categories=gene_cats), "error": err, "std": std,
-                }))
-            if spec.name in pred_store:
-                pred_store[spec.name][test_idx] = pred.mean
+            seconds = {"fit_s": t1 - t0, "predict_s": time.perf_counter() - t1}
+            stages.lap("fit_predict")
+            rec.record(spec.name, int(k), test_idx, pred, scorer, seconds)
             del model, pred
             bar.update(1)
-            t = lap("score_record", t)
+            stages.lap("score_record")
         del train, scorer
     bar.close()
 
-    scores = pd.concat(score_parts, ignore_index=True)
-    diagnostics = pd.DataFrame(diag_rows, columns=["predictor", "fold", "counter", "value"])
-    with atomic_path(out / "scores.parquet") as tmp:
-        scores.to_parquet(tmp, index=False)
-    with atomic_path(out / "diagnostics.parquet") as tmp:
-        diagnostics.to_parquet(tmp, index=False)
-    uncertainty = pd.concat(unc_parts, ignore_index=True) if unc_parts else None
-    if uncertainty is not None:
-        with atomic_path(out / "uncertainty.parquet") as tmp:
-            uncertainty.to_parquet(tmp, index=False)
-    for name, mm in pred_store.items():
-        mm.flush()
-        tmp_path = Path(mm.filename)
-        del mm
-        tmp_path.replace(out / "predictions" / f"{name}.npy")
 
+def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> CVResult:
+    """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
+
+    Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
+    """
     from drugcell.evaluation.bootstrap import compare_all
+    from drugcell.evaluation.run_report import choice_markdown, estimate_markdown, render_summary_md
     from drugcell.evaluation.summary import ranking_markdown, summarize
 
-    notes = [assignment.warning] if assignment.warning else []
-    t = lap("write_scores", t)
-    summary = summarize(scores, notes=notes)
-    t = lap("summary", t)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.output.weights_file:
+        es = es.with_weights_parquet(config.output.weights_file)
+    stages = _Stages()
+    t_start = stages.t
+    assignment, fold_of, folds_df, audits = _folds_and_audit(es, config, out)
+    stages.lap("folds_audit")
+    rec = _Recorder(es, config, out)
+    _run_folds(es, config, fold_of, rec, stages, progress)
+    scores, diagnostics, uncertainty = rec.write(out)
+    stages.lap("write_scores")
+
+    summary = summarize(scores, notes=[assignment.warning] if assignment.warning else [])
     comparisons = compare_all(scores, n_resamples=config.bootstrap_resamples, seed=config.seed)
-    t = lap("bootstrap", t)
+    stages.lap("summary_bootstrap")
     choices = _choose(scores, comparisons, config)
     write_json(out / "choice.json", {m: c.as_dict() for m, c in choices.items()})
-    with atomic_path(out / "summary.parquet") as tmp:
-        summary.table.to_parquet(tmp, index=False)
-    with atomic_path(out / "agreement.parquet") as tmp:
-        summary.agreement.to_parquet(tmp, index=False)
-    with atomic_path(out / "comparisons.parquet") as tmp:
-        comparisons.to_parquet(tmp, index=False)
+    names = [p.name for p in config.predictors]
+    estimate = rec.estimator.finish(reference=next((r for r in ("wmean", "mean") if r in names), None))
+    stages.lap("leaderboard_estimate")
+    for name, frame in (("summary", summary.table), ("agreement", summary.agreement),
+                        ("comparisons", comparisons), ("leaderboard_estimate", estimate)):
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
     elapsed = time.perf_counter() - t_start
-    report = render_summary_md(summary, comparisons, diagnostics, config, audits,
-                               n_comp, n_genes, elapsed, assignment.describe(), choices=choices)
-    if uncertainty is not None:
-        from drugcell.calibration.report import calibration_markdown
-
-        report += "\n" + calibration_markdown(uncertainty)
-        t = lap("calibration", t)
+    report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
+                               elapsed, assignment.describe(), choices=choices, estimate=estimate,
+                               uncertainty=uncertainty, scores=scores,
+                               has_plates=rec.estimator.model is not None)
     write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
-        command="drugcell cv", n_compounds=n_comp, n_genes=n_genes,
+        command="drugcell cv", n_compounds=es.n_compounds, n_genes=es.n_genes,
         data_info=getattr(es, "info", {}), elapsed_s=round(elapsed, 1),
-        stages_s={k: round(v, 2) for k, v in stages.items()},
+        stages_s={k: round(v, 2) for k, v in stages.seconds.items()},
         files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
     ))
-    return CVResult(out_dir=out, stages=stages, scores=scores, folds=folds_df, summary=summary.table,
-                    agreement=summary.agreement,
-                    comparisons=comparisons, diagnostics=diagnostics, audits=audits,
-                    headline=(choice_markdown(choices) + ranking_markdown(summary)).rstrip(), choices=choices)
+    return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
+                    agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,
+                    headline=(choice_markdown(choices) + estimate_markdown(
+                        estimate, config, scores, rec.estimator.model is not None) + ranking_markdown(summary)).rstrip(),
+                    choices=choices,
+                    estimate=estimate)
 
 
 # ----------------------------------------------------------------------------- summary
+def _estimator(es, config: RunConfig):
+    """The leaderboard estimator: with the data's plate layout when it has one."""
+    from drugcell.evaluation.leaderboard import LeaderboardEstimator, PlateModel, TestLayout
+
+    reps = config.estimate.test_replicates or max(1, int(np.median(es.n_replicates)))
+    layout = TestLayout(plates=config.estimate.test_plates, replicates=reps)
+    model = None if es.plates is None else PlateModel.from_layout(es.plates, layout, seed=config.seed)
+    return LeaderboardEstimator(es.n_compounds, model, resamples=config.estimate.resamples, seed=config.seed)
+
+
 def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) -> dict[str, Any]:
     """The run's selection rule under every metric (simplicity ranks from the predictor classes)."""
     from drugcell.evaluation.selection import choose
@@ -294,45 +334,3 @@ def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) 
     simplicity = {p.name: get_class(p.kind).simplicity for p in config.predictors}
     return {m: choose(scores, comparisons, m, simplicity, rule=config.select_rule, alpha=config.select_alpha)
             for m in config.metrics}
-
-
-def choice_markdown(choices: dict[str, Any]) -> str:
-    """The first lines of summary.md and of `drugcell cv`'s output: what was chosen and why."""
-    if not choices:
-        return ""
-    first = next(iter(choices.values()))
-    lines = ["## Chosen predictor", "", f"**{first.predictor}** under {first.metric} (rule '{first.rule}'). "
-             + first.reason, ""]
-    others = [f"- under {c.metric}: {c.predictor}" for c in list(choices.values())[1:]]
-    return "\n".join(lines + others + ([""] if others else [])) + "\n"
-
-
-def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFrame, config: RunConfig,
-                      audits: list[dict[str, Any]], n_comp: int, n_genes: int, elapsed: float,
-                      split_line: str = "", choices: dict[str, Any] | None = None) -> str:
-    """The readable report: ranking per metric, metric agreement, bootstrap, fallbacks, audit."""
-    lines = [
-        "# drugcell cv",
-        "",
-        f"{n_comp} compounds x {n_genes} genes; {config.folds}-fold {config.split} split, seed {config.seed}; "
-        f"{len(config.predictors)} predictors; metrics {', '.join(config.metrics)}; "
-        f"{config.bootstrap_resamples} bootstrap resamples; {elapsed:.0f} s.",
-        "",
-        split_line,
-        "",
-        choice_markdown(choices or {}),
-        summary.to_markdown(comparisons=comparisons),
-    ]
-    counters = diagnostics[diagnostics["counter"].isin(["n_fallback", "n_unparsed", "n_clipped"])]
-    if not counters.empty:
-        tab = counters.pivot_table(index="predictor", columns="counter", values="value", aggfunc="sum",
-                                   observed=True).reset_index()
-        lines += ["## Fallbacks and clipping (summed over folds)", "", frame_table(tab), ""]
-    lines += ["## Leak audit", "", f"{len(audits)} folds audited; no duplicate molecule across "
-              "any fold (a leak stops the run).", ""]
-    lines += [f"- fold {a['fold']}: {a['n_test_scaffold_in_train']} of {a['n_test']} held-out compounds "
-              f"share a scaffold with training; nearest-training Tanimoto median "
-              f"{a['nearest_similarity'].get('median', float('nan')):.2f}" for a in audits]
-    return "\n".join(lines) + "\n"
-
-

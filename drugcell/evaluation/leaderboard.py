@@ -1,0 +1,224 @@
+"""The leaderboard estimate: the expected score on new compounds *on new plates*, with an interval.
+
+Why CV alone is optimistic: every compound's truth carries the effect of the plates its wells sat
+on. A held-out training compound shares plates with training compounds (and its plate effect is,
+on average, half averaged away over two plates); the contest's test compounds sit on a few plates
+of their own, so the whole test set shares a handful of random plate offsets that no structure
+model can predict. CV misses this term and cannot see that it is one random draw.
+
+What is estimated, from the training data alone (never from simulator parameters): the DMSO
+wells on every training plate give each plate's deviation D_p from the mean profile and its
+sampling noise N_p (:class:`~drugcell.data.plates.PlateLayout`). For a held-out compound c with
+CV residual e_c = pred - truth, its own plate part is removed with o_c = sum_p a_cp D_p (a_cp: its
+share of wells on plate p), giving r_c = e_c + o_c, the error of the model against the compound's
+plate-free profile. A test compound on new plates scores
+
+    wMSE_c = sum_g W_gc (r_cg - nu_cg)^2,   nu_c = sum_j b_cj P_j   (its wells' shares on the k test plates)
+
+so the estimate is a Monte Carlo over test layouts: draw k plates from the training plates' D,
+spread each compound's wells over them at random, resample the compounds (paired across
+predictors), and average; the 2.5% and 97.5% quantiles are the interval. It expands as
+sum W r^2 - 2 sum W r nu + sum W nu^2, so a run keeps per compound only sum W r^2 (corrected for
+the noise in o_c), the cross products with a pool of plates, and the pool's weighted Gram
+entries. The replicate-noise floor is what a perfect predictor of each compound's expected
+profile would still score: the well noise of n test wells (within-plate DMSO variance / n) plus
+the new-plate term.
+
+Assumptions (say them beside the figure): plate effects on compound wells equal those on DMSO
+wells; a test compound's wells land on the test plates at random; without plate information (e.g.
+L1000 adapters) the estimate is the CV score and its compound-bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from drugcell.data.plates import PlateLayout
+from drugcell.errors import DrugcellInputError
+
+COLUMNS = ["predictor", "metric", "estimate", "ci_low", "ci_high", "cv_mean", "plate_term", "floor",
+           "gap_closed", "reference"]
+MAX_POOL = 30          # plates whose pairwise Gram entries are kept (k test plates are drawn from these)
+DEFAULT_RESAMPLES = 1000
+
+
+@dataclass
+class TestLayout:
+    """What the estimate assumes about the test set: how many plates, how many wells per compound."""
+
+    plates: int = 6
+    replicates: int = 2
+
+    def plate_fraction(self) -> float:
+        """E[sum_j b_j^2] for n wells placed independently and uniformly on k plates."""
+        n, k = self.replicates, self.plates
+        return 1.0 / n + (1.0 - 1.0 / n) / k
+
+
+@dataclass
+class PlateModel:
+    """The training plates as the estimate uses them (built once per run)."""
+
+    D: np.ndarray            # (P, G) deviation of each usable plate's DMSO mean from their mean
+    N: np.ndarray            # (P, G) sampling variance of each plate mean
+    A: np.ndarray            # (C, P) each compound's share of wells on each usable plate
+    sigma2: np.ndarray       # (G,) between-plate variance, noise removed
+    well_var: np.ndarray     # (G,) pooled within-plate DMSO variance (well noise)
+    pool: np.ndarray         # indices of the plates new-plate draws come from
+    Dpool: np.ndarray        # (Q, G) the pool's deviations, centred on the pool
+    pairs: np.ndarray        # (Q, Q) index of the (p, q) Gram entry, symmetric
+    layout: TestLayout
+
+    def __post_init__(self) -> None:  # float32 copies for the (n, G) products of every fold
+        self.D32 = self.D.astype(np.float32)
+        self.N32 = self.N.astype(np.float32)
+
+    @classmethod
+    def from_layout(cls, plates: PlateLayout, layout: TestLayout, seed: int = 0) -> PlateModel | None:
+        ok = plates.usable()
+        if ok.sum() < 3:
+            return None
+        D = plates.deviations()
+        counts = plates.compound_counts[:, ok].astype(np.float64)
+        total = plates.compound_counts.sum(axis=1).astype(np.float64)
+        A = counts / np.maximum(total, 1.0)[:, None]
+        rng = np.random.default_rng(seed)
+        n_ok = int(ok.sum())
+        pool = np.sort(rng.choice(n_ok, size=min(MAX_POOL, n_ok), replace=False))
+        Dpool = D[pool] - D[pool].mean(axis=0)
+        q = len(pool)
+        iu = np.triu_indices(q)
+        pairs = np.empty((q, q), dtype=np.int64)
+        pairs[iu] = np.arange(len(iu[0]))
+        pairs[(iu[1], iu[0])] = np.arange(len(iu[0]))
+        well_var = plates.control_var[ok].astype(np.float64).mean(axis=0)
+        return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, pool, Dpool, pairs, layout)
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        """(n, n_pairs) sum_g w_cg Dpool_p Dpool_q for the upper-triangle pairs of the pool, the
+        diagonal less the plate mean's sampling noise (so E over plates is the plate variance)."""
+        q = len(self.pool)
+        iu = np.triu_indices(q)
+        prods = self.Dpool[iu[0]] * self.Dpool[iu[1]]                       # (pairs, G)
+        diag = iu[0] == iu[1]
+        prods[diag] -= self.N[self.pool]
+        return np.atleast_2d(w) @ prods.T
+
+
+@dataclass
+class _Terms:
+    """Per compound (rows in run order) the pieces of one (predictor, metric)."""
+
+    base: np.ndarray        # sum W r^2 less the noise o_c adds
+    cross: np.ndarray       # (C, Q) sum W r Dpool_q
+
+
+@dataclass
+class LeaderboardEstimator:
+    """Collects, fold by fold, what the estimate needs; :meth:`finish` runs the Monte Carlo."""
+
+    n_compounds: int
+    model: PlateModel | None
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    _terms: dict[tuple[str, str], _Terms] = field(default_factory=dict)
+    _cv: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _gram: dict[str, np.ndarray] = field(default_factory=dict)
+    _sig: dict[str, np.ndarray] = field(default_factory=dict)
+    _well: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add_fold_weights(self, metric: str, test_idx: np.ndarray, weights: np.ndarray) -> None:
+        """The metric's weights of the fold's held-out compounds: (n, G) per compound or (G,) per gene."""
+        m = self.model
+        if m is None:
+            return
+        w = np.broadcast_to(weights, (len(test_idx), m.D.shape[1])) if weights.ndim == 1 else weights
+        g = self._gram.setdefault(metric, np.zeros((self.n_compounds, m.pairs.max() + 1), dtype=np.float32))
+        g[test_idx] = m.gram(weights)[0] if weights.ndim == 1 else m.gram(w)
+        self._sig.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.sigma2
+        self._well.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.well_var
+
+    def add(self, predictor: str, metric: str, test_idx: np.ndarray, resid: np.ndarray,
+            weights: np.ndarray, wmse: np.ndarray) -> None:
+        """One predictor's held-out residuals ``pred - truth`` (n, G) under one metric's weights."""
+        key = (predictor, metric)
+        self._cv.setdefault(key, np.full(self.n_compounds, np.nan))[test_idx] = wmse
+        m = self.model
+        if m is None:
+            return
+        t = self._terms.get(key)
+        if t is None:
+            t = self._terms[key] = _Terms(np.zeros(self.n_compounds), np.zeros((self.n_compounds, len(m.pool))))
+        a = m.A[test_idx].astype(np.float32)
+        r = a @ m.D32                                                      # o_c: own plates' part
+        r += resid                                                         # plate-free residual
+        w = np.broadcast_to(weights, r.shape) if weights.ndim == 1 else weights
+        sq = np.square(r)
+        sq -= np.square(a) @ m.N32                                         # less the noise o_c adds
+        t.base[test_idx] = np.einsum("cg,cg->c", w, sq, dtype=np.float64)
+        del sq
+        r *= w
+        t.cross[test_idx] = r @ m.Dpool.T.astype(np.float32)
+
+    # ------------------------------------------------------------------ the estimate
+    def finish(self, reference: str | None = None) -> pd.DataFrame:
+        """One row per (predictor, metric): columns :data:`COLUMNS`."""
+        rows = []
+        for (pred, metric), cv in self._cv.items():
+            if np.isnan(cv).any():
+                raise DrugcellInputError(f"leaderboard estimate: {pred} has no CV score for some compounds")
+            est, lo, hi, term, floor = self._one(pred, metric, cv)
+            rows.append({"predictor": pred, "metric": metric, "estimate": est, "ci_low": lo, "ci_high": hi,
+                         "cv_mean": float(cv.mean()), "plate_term": term, "floor": floor})
+        out = pd.DataFrame(rows, columns=COLUMNS[:-2])
+        return _gap_closed(out, reference)
+
+    def _one(self, pred: str, metric: str, cv: np.ndarray) -> tuple[float, float, float, float, float]:
+        rng = np.random.default_rng(self.seed)
+        n = self.n_compounds
+        m = self.model
+        if m is None:  # no plates: the CV mean and its compound bootstrap
+            boot = np.array([cv[rng.integers(0, n, n)].mean() for _ in range(self.resamples)])
+            lo, hi = np.quantile(boot, [0.025, 0.975])
+            return float(cv.mean()), float(lo), float(hi), 0.0, float("nan")
+        t = self._terms[(pred, metric)]
+        gram = self._gram[metric]
+        k, reps = m.layout.plates, m.layout.replicates
+        q = len(m.pool)
+        draws = np.empty(self.resamples)
+        for r in range(self.resamples):
+            idx = rng.integers(0, n, n)
+            plates = rng.choice(q, size=k, replace=k > q)
+            slots = rng.integers(0, k, size=(n, reps))
+            b = np.zeros((n, k))
+            np.add.at(b, (np.repeat(np.arange(n), reps), slots.ravel()), 1.0 / reps)
+            cross = (b * t.cross[idx[:, None], plates[None, :]]).sum(axis=1)
+            g = gram[idx[:, None], m.pairs[plates][:, plates].reshape(1, -1)].reshape(n, k, k)
+            quad = np.einsum("cj,cjl,cl->c", b, g, b)
+            draws[r] = float(np.mean(t.base[idx] - 2.0 * cross + quad))
+        lo, hi = np.quantile(draws, [0.025, 0.975])
+        f = m.layout.plate_fraction()
+        term = float(draws.mean() - t.base.mean())
+        floor = float(np.mean(self._well[metric] / reps + self._sig[metric] * f))
+        return float(draws.mean()), float(lo), float(hi), term, floor
+
+
+def _gap_closed(table: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """Share of the gap from the reference's estimate to the noise floor that each model closes."""
+    table = table.copy()
+    table["gap_closed"] = np.nan
+    table["reference"] = reference or ""
+    if reference is None:
+        return table
+    for _, sub in table.groupby("metric"):
+        ref = sub[sub.predictor == reference]
+        if ref.empty:
+            continue
+        ref_est, floor = float(ref["estimate"].iloc[0]), float(ref["floor"].iloc[0])
+        gap = ref_est - floor
+        if np.isfinite(gap) and gap > 0:
+            table.loc[sub.index, "gap_closed"] = (ref_est - sub["estimate"]) / gap
+    return table
