@@ -24,8 +24,8 @@ import pandas as pd
 from drugcell.config import config_from_dict
 from drugcell.data.l1000 import load_cmap_gct, load_prnet_h5ad
 from drugcell.evaluation.cv import run_cv
-from drugcell.reporting import frame_table as md_table
 from drugcell.paths import repo_root, shared_data_dir
+from drugcell.reporting import frame_table as md_table
 
 START, END = "<!-- real_l1000:start -->", "<!-- real_l1000:end -->"
 

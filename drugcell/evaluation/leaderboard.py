@@ -9,20 +9,25 @@ model can predict. CV misses this term and cannot see that it is one random draw
 What is estimated, from the training data alone (never from simulator parameters): the DMSO
 wells on every training plate give each plate's deviation D_p from the mean profile and its
 sampling noise N_p (:class:`~drugcell.data.plates.PlateLayout`). For a held-out compound c with
-CV residual e_c = pred - truth, its own plate part is removed with o_c = sum_p a_cp D_p (a_cp: its
-share of wells on plate p), giving r_c = e_c + o_c, the error of the model against the compound's
-plate-free profile. A test compound on new plates scores
+CV residual e_c = pred - truth, o_c = sum_p a_cp D_p (a_cp: its share of wells on plate p) is its
+own plates' part, and base_c = sum_g W_gc (e_cg + o_cg)^2 (less the noise o_c adds) its error
+against its plate-free profile. The own-plate contribution cv_c - base_c is kept as measured (it
+holds the coupling of Mejia weights to the plate effect: the weights are t-statistics of the
+compound's wells, so they rise on the genes its plate moves, for test compounds as for training
+ones) and only rescaled from the compound's share of one plate's variance, f_c = sum_p a_cp^2, to
+the test layout's, f_test (k test plates, n wells each placed at random):
 
-    wMSE_c = sum_g W_gc (r_cg - nu_cg)^2,   nu_c = sum_j b_cj P_j   (its wells' shares on the k test plates)
+    estimate = mean_c [ base_c + (f_test / f_c) (cv_c - base_c) ]
 
-so the estimate is a Monte Carlo over test layouts: draw k plates from the training plates' D,
-spread each compound's wells over them at random, resample the compounds (paired across
-predictors), and average; the 2.5% and 97.5% quantiles are the interval. It expands as
-sum W r^2 - 2 sum W r nu + sum W nu^2, so a run keeps per compound only sum W r^2 (corrected for
-the noise in o_c), the cross products with a pool of plates, and the pool's weighted Gram
-entries. The replicate-noise floor is what a perfect predictor of each compound's expected
-profile would still score: the well noise of n test wells (within-plate DMSO variance / n) plus
-the new-plate term.
+The interval adds what CV cannot see: the test set shares k random plate offsets. A Monte Carlo
+draws k plates from the training plates' D, spreads each compound's wells over them, resamples
+the compounds (paired across predictors) and takes -2 sum W r nu + sum W nu^2 with the coupling
+factor kappa measured on the training compounds' own plates; the 2.5% and 97.5% quantiles of
+expected-plus-offset are the interval. It expands as sum W r^2 - 2 sum W r nu + sum W nu^2, so a
+run keeps per compound only base_c, the cross products with a pool of plates, and the pool's
+weighted Gram entries. The replicate-noise floor is what a perfect predictor of each compound's
+expected profile would still score: the well noise of n test wells (within-plate DMSO variance /
+n) plus the new-plate term.
 
 Assumptions (say them beside the figure): plate effects on compound wells equal those on DMSO
 wells; a test compound's wells land on the test plates at random; without plate information (e.g.
@@ -64,7 +69,8 @@ class PlateModel:
 
     D: np.ndarray            # (P, G) deviation of each usable plate's DMSO mean from their mean
     N: np.ndarray            # (P, G) sampling variance of each plate mean
-    A: np.ndarray            # (C, P) each compound's share of wells on each usable plate
+    A: np.ndarray            # (C, P) each compound's share of wells on each plate less the plate's
+                             #        share of all library wells (the training mean's own plate mix)
     sigma2: np.ndarray       # (G,) between-plate variance, noise removed
     well_var: np.ndarray     # (G,) pooled within-plate DMSO variance (well noise)
     pool: np.ndarray         # indices of the plates new-plate draws come from
@@ -72,9 +78,20 @@ class PlateModel:
     pairs: np.ndarray        # (Q, Q) index of the (p, q) Gram entry, symmetric
     layout: TestLayout
 
+    mix: float = 0.0         # sum_p w_p^2: how much of one plate the training mean carries
+
     def __post_init__(self) -> None:  # float32 copies for the (n, G) products of every fold
         self.D32 = self.D.astype(np.float32)
         self.N32 = self.N.astype(np.float32)
+
+    def own_fraction(self) -> np.ndarray:
+        """(C,) share of one plate's variance in a training compound's truth relative to the
+        training mean: sum_p (a_cp - w_p)^2 (about f_c - 1/P)."""
+        return (self.A ** 2).sum(axis=1)
+
+    def test_fraction(self) -> float:
+        """The same for a test compound on new plates: f_test + sum_p w_p^2 (about f_test + 1/P)."""
+        return self.layout.plate_fraction() + self.mix
 
     @classmethod
     def from_layout(cls, plates: PlateLayout, layout: TestLayout, seed: int = 0) -> PlateModel | None:
@@ -84,18 +101,23 @@ class PlateModel:
         D = plates.deviations()
         counts = plates.compound_counts[:, ok].astype(np.float64)
         total = plates.compound_counts.sum(axis=1).astype(np.float64)
-        A = counts / np.maximum(total, 1.0)[:, None]
+        share = counts.sum(axis=0) / max(counts.sum(), 1.0)             # each plate's share of all wells
+        A = counts / np.maximum(total, 1.0)[:, None] - share[None, :]
+        mix = float((share ** 2).sum())
         rng = np.random.default_rng(seed)
         n_ok = int(ok.sum())
         pool = np.sort(rng.choice(n_ok, size=min(MAX_POOL, n_ok), replace=False))
-        Dpool = D[pool] - D[pool].mean(axis=0)
+        # a training plate's deviation from the training mean has variance sigma^2 (1 - 2 w_p + mix),
+        # a new plate's sigma^2 (1 + mix): scale the drawn deviations to the latter
+        Dpool = (D[pool] - D[pool].mean(axis=0)) * np.sqrt((1.0 + mix) / max(1.0 - mix, 1e-6))
         q = len(pool)
         iu = np.triu_indices(q)
         pairs = np.empty((q, q), dtype=np.int64)
         pairs[iu] = np.arange(len(iu[0]))
         pairs[(iu[1], iu[0])] = np.arange(len(iu[0]))
         well_var = plates.control_var[ok].astype(np.float64).mean(axis=0)
-        return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, pool, Dpool, pairs, layout)
+        return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, pool, Dpool, pairs, layout,
+                   mix)
 
     def gram(self, w: np.ndarray) -> np.ndarray:
         """(n, n_pairs) sum_g w_cg Dpool_p Dpool_q for the upper-triangle pairs of the pool, the
@@ -104,7 +126,7 @@ class PlateModel:
         iu = np.triu_indices(q)
         prods = self.Dpool[iu[0]] * self.Dpool[iu[1]]                       # (pairs, G)
         diag = iu[0] == iu[1]
-        prods[diag] -= self.N[self.pool]
+        prods[diag] -= self.N[self.pool] * (1.0 + self.mix) / max(1.0 - self.mix, 1e-6)
         return np.atleast_2d(w) @ prods.T
 
 
@@ -129,6 +151,23 @@ class LeaderboardEstimator:
     _gram: dict[str, np.ndarray] = field(default_factory=dict)
     _sig: dict[str, np.ndarray] = field(default_factory=dict)
     _well: dict[str, np.ndarray] = field(default_factory=dict)
+    _own: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def coupling(self, metric: str) -> float:
+        """kappa: how much larger the weighted plate effect is on a compound's own plates than the
+        plate variance predicts (sum_g W_gc o_cg^2 against f_c sum_g W_gc sigma2_g, over compounds).
+
+        Mejia weights are t-statistics of the compound's wells against the rest, so a gene its plate
+        moves gets a larger weight: the weights and the plate effect are coupled, in the training
+        compounds and in the test compounds alike (their weights come from their own wells). 1 when
+        there is no coupling; measured, 2-3 on simulated VCPI-layout data.
+        """
+        if self.model is None:
+            return 1.0
+        frac = self.model.own_fraction()
+        den = float(np.mean(frac * self._sig[metric]))
+        num = float(np.mean(self._own[metric]))
+        return max(num / den, 0.0) if den > 0 else 1.0
 
     def add_fold_weights(self, metric: str, test_idx: np.ndarray, weights: np.ndarray) -> None:
         """The metric's weights of the fold's held-out compounds: (n, G) per compound or (G,) per gene."""
@@ -140,6 +179,10 @@ class LeaderboardEstimator:
         g[test_idx] = m.gram(weights)[0] if weights.ndim == 1 else m.gram(w)
         self._sig.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.sigma2
         self._well.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.well_var
+        a = m.A[test_idx].astype(np.float32)
+        own = np.square(a @ m.D32) - np.square(a) @ m.N32                   # own plates' part, noise removed
+        self._own.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = np.einsum(
+            "cg,cg->c", w, own, dtype=np.float64)
 
     def add(self, predictor: str, metric: str, test_idx: np.ndarray, resid: np.ndarray,
             weights: np.ndarray, wmse: np.ndarray) -> None:
@@ -185,11 +228,33 @@ class LeaderboardEstimator:
             lo, hi = np.quantile(boot, [0.025, 0.975])
             return float(cv.mean()), float(lo), float(hi), 0.0, float("nan")
         t = self._terms[(pred, metric)]
-        gram = self._gram[metric]
-        k, reps = m.layout.plates, m.layout.replicates
-        q = len(m.pool)
-        draws = np.empty(self.resamples)
-        for r in range(self.resamples):
+        f = m.test_fraction()
+        expected = self._expected(t.base, cv, f)
+        kappa = self.coupling(metric)
+        shared = self._shared_offsets(t, self._gram[metric], kappa, rng)
+        draws = np.array([expected[idx].mean() for idx, _ in shared]) + np.array([x for _, x in shared])
+        draws -= np.mean([x for _, x in shared])
+        lo, hi = np.quantile(draws, [0.025, 0.975])
+        floor = float(np.mean(self._well[metric] / m.layout.replicates + kappa * self._sig[metric] * f))
+        return float(expected.mean()), float(lo), float(hi), float(expected.mean() - cv.mean()), floor
+
+    def _expected(self, base: np.ndarray, cv: np.ndarray, f_test: float) -> np.ndarray:
+        """Per compound: the plate-free error plus its own-plate contribution rescaled to the test
+        layout, base_c + (f_test / f_c) (cv_c - base_c), both shares taken relative to the training
+        mean (which carries 1/P of every plate). The contribution is kept as measured (it includes
+        the coupling of Mejia weights to the plate effect and its cross term with the model's
+        error); only its share of one plate's variance changes."""
+        f_c = self.model.own_fraction()
+        ratio = np.where(f_c > 0, f_test / np.where(f_c > 0, f_c, 1.0), 1.0)
+        return base + ratio * (cv - base)
+
+    def _shared_offsets(self, t: _Terms, gram: np.ndarray, kappa: float, rng: np.random.Generator):
+        """Monte Carlo of the test set's shared plate offsets: per resample, the compounds drawn
+        (bootstrap) and the offset term mean(-2 sqrt(kappa) sum W r nu + kappa sum W nu^2)."""
+        m = self.model
+        n, k, reps, q = self.n_compounds, m.layout.plates, m.layout.replicates, len(m.pool)
+        out = []
+        for _ in range(self.resamples):
             idx = rng.integers(0, n, n)
             plates = rng.choice(q, size=k, replace=k > q)
             slots = rng.integers(0, k, size=(n, reps))
@@ -198,12 +263,8 @@ class LeaderboardEstimator:
             cross = (b * t.cross[idx[:, None], plates[None, :]]).sum(axis=1)
             g = gram[idx[:, None], m.pairs[plates][:, plates].reshape(1, -1)].reshape(n, k, k)
             quad = np.einsum("cj,cjl,cl->c", b, g, b)
-            draws[r] = float(np.mean(t.base[idx] - 2.0 * cross + quad))
-        lo, hi = np.quantile(draws, [0.025, 0.975])
-        f = m.layout.plate_fraction()
-        term = float(draws.mean() - t.base.mean())
-        floor = float(np.mean(self._well[metric] / reps + self._sig[metric] * f))
-        return float(draws.mean()), float(lo), float(hi), term, floor
+            out.append((idx, float(np.mean(-2.0 * np.sqrt(kappa) * cross + kappa * quad))))
+        return out
 
 
 def _gap_closed(table: pd.DataFrame, reference: str | None) -> pd.DataFrame:

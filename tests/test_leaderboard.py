@@ -1,0 +1,139 @@
+"""The leaderboard estimate: plate statistics by hand, the expectation formula, the fallback without
+plates, and coverage of the held-out test score on a small simulated set with its own test plates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from contest_scorer import score_compounds
+from drugcell.config import PredictorSpec, config_from_dict
+from drugcell.data.expression_set import ExpressionSet
+from drugcell.data.plates import ControlAccumulator, PlateLayout, compound_plate_counts
+from drugcell.evaluation.leaderboard import LeaderboardEstimator, PlateModel, TestLayout
+
+
+def _layout(rng, n_comp=30, n_plates=5, n_genes=4):
+    plate_of = rng.integers(0, n_plates, size=(n_comp, 2))
+    counts = compound_plate_counts(np.repeat(np.arange(n_comp), 2), plate_of.ravel(), n_comp, n_plates)
+    mean = rng.normal(0, 0.3, size=(n_plates, n_genes))
+    var = rng.uniform(0.01, 0.05, size=(n_plates, n_genes))
+    return PlateLayout([f"P{i}" for i in range(n_plates)], counts, mean, var, np.full(n_plates, 8))
+
+
+def test_plate_statistics_by_hand():
+    rng = np.random.default_rng(0)
+    lay = _layout(rng)
+    # a compound with two wells on one plate has f = 1, on two plates f = 1/2
+    c = lay.compound_counts
+    f = lay.plate_fraction()
+    for i in range(len(c)):
+        assert f[i] == pytest.approx(1.0 if c[i].max() == 2 else 0.5)
+    d = lay.control_mean - lay.control_mean.mean(axis=0)
+    raw = (d.astype(np.float64) ** 2).sum(axis=0) / (lay.n_plates - 1)
+    noise = (lay.control_var / 8).mean(axis=0)
+    np.testing.assert_allclose(lay.plate_variance(), np.maximum(raw - noise, 0), rtol=1e-6)
+    sub = lay.subset(np.array([3, 1]))
+    np.testing.assert_array_equal(sub.compound_counts, c[[3, 1]])
+
+
+def test_control_accumulator_matches_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(5, 1, size=(40, 6))
+    plate = rng.integers(0, 3, size=40)
+    acc = ControlAccumulator(3, 6)
+    acc.add(plate[:17], x[:17])
+    acc.add(plate[17:], x[17:])
+    mean, var, n = acc.result()
+    for p in range(3):
+        np.testing.assert_allclose(mean[p], x[plate == p].mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(var[p], x[plate == p].var(axis=0, ddof=1), rtol=1e-5)
+        assert n[p] == (plate == p).sum()
+
+
+def test_test_layout_plate_fraction_by_simulation():
+    rng = np.random.default_rng(2)
+    lay = TestLayout(plates=6, replicates=2)
+    slots = rng.integers(0, 6, size=(200_000, 2))
+    sim = np.where(slots[:, 0] == slots[:, 1], 1.0, 0.5).mean()
+    assert lay.plate_fraction() == pytest.approx(sim, abs=3e-3)
+    assert TestLayout(plates=1, replicates=2).plate_fraction() == 1.0
+
+
+def test_expectation_formula_and_gram_noise_correction():
+    rng = np.random.default_rng(3)
+    lay = _layout(rng)
+    model = PlateModel.from_layout(lay, TestLayout(plates=2, replicates=2))
+    est = LeaderboardEstimator(30, model, resamples=50)
+    w = rng.dirichlet(np.ones(4), size=30)
+    resid = rng.normal(0, 0.5, size=(30, 4)).astype(np.float32)
+    wmse = (w * resid ** 2).sum(axis=1)
+    idx = np.arange(30)
+    est.add_fold_weights("mejia", idx, w.astype(np.float32))
+    est.add("p", "mejia", idx, resid, w.astype(np.float32), wmse)
+    # base by hand
+    a = model.A
+    o = a @ model.D
+    base = (w * ((resid + o) ** 2 - (a ** 2) @ model.N)).sum(axis=1)
+    t = est._terms[("p", "mejia")]
+    np.testing.assert_allclose(t.base, base, rtol=1e-4, atol=1e-6)
+    # gram diagonal: sum_g w D_p^2 less the noise of plate p's mean (both scaled to a new plate's variance)
+    q0 = model.pairs[0, 0]
+    lam2 = (1 + model.mix) / (1 - model.mix)
+    by_hand = (w * (model.Dpool[0] ** 2 - lam2 * model.N[model.pool[0]])).sum(axis=1)
+    np.testing.assert_allclose(est._gram["mejia"][:, q0], by_hand, rtol=1e-4, atol=1e-6)
+    row = est.finish().iloc[0]
+    f_c = (a ** 2).sum(axis=1)  # shares relative to the training mean's plate mix
+    f_test = model.layout.plate_fraction() + model.mix
+    expected = np.mean(base + (f_test / f_c) * (wmse - base))
+    assert row.estimate == pytest.approx(expected, rel=1e-6)
+    assert row.ci_low <= row.estimate <= row.ci_high
+
+
+def test_without_plates_the_estimate_is_the_cv_mean():
+    est = LeaderboardEstimator(50, None, resamples=200, seed=1)
+    vals = np.random.default_rng(4).gamma(2.0, 0.2, size=50)
+    est.add("mean", "mejia", np.arange(50), np.zeros((50, 3), np.float32), np.ones(3, np.float32) / 3, vals)
+    row = est.finish().iloc[0]
+    assert row.estimate == pytest.approx(vals.mean()) and np.isnan(row.floor)
+    assert row.ci_low < vals.mean() < row.ci_high
+
+
+@pytest.mark.slow
+def test_interval_covers_the_held_out_test_plates_on_a_simulated_set(tmp_path):
+    """A small simulated set whose test compounds sit on their own plates, as in the contest: the
+    estimate's 95% interval covers the official score of the refitted model on those plates."""
+    from drugcell.data.loader import load_to_cache
+    from drugcell.data.simulate import simulate_vcpi
+    from drugcell.evaluation.cv import run_cv
+    from drugcell.submission import make_submission
+
+    files = simulate_vcpi(tmp_path / "sim", n_compounds=420, n_genes=1500, n_test=40, seed=3)
+    with pytest.warns(UserWarning):
+        load_to_cache(tmp_path / "cache", files["train_counts"], files["train_metadata"],
+                      files["train_chemistry"], files["gene_filter"], progress=False)
+    es = ExpressionSet.load(tmp_path / "cache")
+    assert es.plates is not None and es.plates.usable().sum() >= 3
+    n_test_plates = max(1, math.ceil(40 * 2 / 332))  # what the user knows: how many plates the test set has
+    preds = [{"name": "mean", "kind": "mean"}, {"name": "wmean", "kind": "wmean"}]
+    cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 200, "metrics": ["mejia"]},
+                            "estimate": {"test_plates": n_test_plates, "resamples": 300}, "predictors": preds})
+    res = run_cv(es, cfg, tmp_path / "run", progress=False)
+    est = pd.read_parquet(tmp_path / "run" / "leaderboard_estimate.parquet").set_index("predictor")
+    assert list(est.columns[:4]) == ["metric", "estimate", "ci_low", "ci_high"]
+    truth = pd.read_parquet(files["test_truth"])
+    weights = pd.read_parquet(files["test_weights"]).set_index("gene_id")
+    for p in preds:
+        out = tmp_path / f"{p['name']}.parquet"
+        make_submission(es, PredictorSpec(p["name"], p["kind"]), files["test_compounds"], files["gene_filter"],
+                        out, write_std=False)
+        test = float(score_compounds(truth, pd.read_parquet(out), weights=weights)["wmse"].mean())
+        row = est.loc[p["name"]]
+        assert row.ci_low <= test <= row.ci_high, (p["name"], row.to_dict(), test)
+        assert row.estimate > row.cv_mean  # new plates cost: CV alone is optimistic
+        assert row.floor < row.estimate
+    assert "## Leaderboard estimate" in (tmp_path / "run" / "summary.md").read_text()
+    assert res.estimate is not None
