@@ -82,12 +82,11 @@ def test_expectation_formula_and_gram_noise_correction():
     np.testing.assert_allclose(t.base, base, rtol=1e-4, atol=1e-6)
     # gram diagonal: sum_g w D_p^2 less the noise of plate p's mean (both scaled to a new plate's variance)
     q0 = model.pairs[0, 0]
-    lam2 = (1 + model.mix) / (1 - model.mix)
-    by_hand = (w * (model.Dpool[0] ** 2 - lam2 * model.N[model.pool[0]])).sum(axis=1)
+    by_hand = (w * (model.Dpool[0] ** 2 - model.N[model.pool[0]])).sum(axis=1)
     np.testing.assert_allclose(est._gram["mejia"][:, q0], by_hand, rtol=1e-4, atol=1e-6)
     row = est.finish().iloc[0]
-    f_c = (a ** 2).sum(axis=1)  # shares relative to the training mean's plate mix
-    f_test = model.layout.plate_fraction() + model.mix
+    f_c = (a ** 2).sum(axis=1)
+    f_test = model.layout.plate_fraction()
     expected = np.mean(base + (f_test / f_c) * (wmse - base))
     assert row.estimate == pytest.approx(expected, rel=1e-6)
     assert row.ci_low <= row.estimate <= row.ci_high
@@ -111,13 +110,13 @@ def test_interval_covers_the_held_out_test_plates_on_a_simulated_set(tmp_path):
     from drugcell.evaluation.cv import run_cv
     from drugcell.submission import make_submission
 
-    files = simulate_vcpi(tmp_path / "sim", n_compounds=420, n_genes=1500, n_test=40, seed=3)
+    files = simulate_vcpi(tmp_path / "sim", n_compounds=1500, n_genes=2000, n_test=150, seed=0)
     with pytest.warns(UserWarning):
         load_to_cache(tmp_path / "cache", files["train_counts"], files["train_metadata"],
                       files["train_chemistry"], files["gene_filter"], progress=False)
     es = ExpressionSet.load(tmp_path / "cache")
     assert es.plates is not None and es.plates.usable().sum() >= 3
-    n_test_plates = max(1, math.ceil(40 * 2 / 332))  # what the user knows: how many plates the test set has
+    n_test_plates = max(1, math.ceil(150 * 2 / 332))  # what the user knows: how many plates the test set has
     preds = [{"name": "mean", "kind": "mean"}, {"name": "wmean", "kind": "wmean"}]
     cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 200, "metrics": ["mejia"]},
                             "estimate": {"test_plates": n_test_plates, "resamples": 300}, "predictors": preds})

@@ -46,6 +46,7 @@ from drugcell.errors import DrugcellInputError
 
 COLUMNS = ["predictor", "metric", "estimate", "ci_low", "ci_high", "cv_mean", "plate_term", "floor",
            "gap_closed", "reference"]
+MIN_CLASS = 10         # compounds needed to measure the own-plate contribution of one layout
 MAX_POOL = 30          # plates whose pairwise Gram entries are kept (k test plates are drawn from these)
 DEFAULT_RESAMPLES = 1000
 
@@ -69,8 +70,7 @@ class PlateModel:
 
     D: np.ndarray            # (P, G) deviation of each usable plate's DMSO mean from their mean
     N: np.ndarray            # (P, G) sampling variance of each plate mean
-    A: np.ndarray            # (C, P) each compound's share of wells on each plate less the plate's
-                             #        share of all library wells (the training mean's own plate mix)
+    A: np.ndarray            # (C, P) each compound's share of wells on each usable plate
     sigma2: np.ndarray       # (G,) between-plate variance, noise removed
     well_var: np.ndarray     # (G,) pooled within-plate DMSO variance (well noise)
     pool: np.ndarray         # indices of the plates new-plate draws come from
@@ -78,20 +78,19 @@ class PlateModel:
     pairs: np.ndarray        # (Q, Q) index of the (p, q) Gram entry, symmetric
     layout: TestLayout
 
-    mix: float = 0.0         # sum_p w_p^2: how much of one plate the training mean carries
+    wells: np.ndarray = None  # (C,) wells of each compound on the usable plates
 
     def __post_init__(self) -> None:  # float32 copies for the (n, G) products of every fold
         self.D32 = self.D.astype(np.float32)
         self.N32 = self.N.astype(np.float32)
 
     def own_fraction(self) -> np.ndarray:
-        """(C,) share of one plate's variance in a training compound's truth relative to the
-        training mean: sum_p (a_cp - w_p)^2 (about f_c - 1/P)."""
+        """(C,) f_c = sum_p a_cp^2: the share of one plate's variance in a training compound's truth."""
         return (self.A ** 2).sum(axis=1)
 
     def test_fraction(self) -> float:
-        """The same for a test compound on new plates: f_test + sum_p w_p^2 (about f_test + 1/P)."""
-        return self.layout.plate_fraction() + self.mix
+        """The same for a test compound on new plates (n wells at random on k plates)."""
+        return self.layout.plate_fraction()
 
     @classmethod
     def from_layout(cls, plates: PlateLayout, layout: TestLayout, seed: int = 0) -> PlateModel | None:
@@ -101,15 +100,11 @@ class PlateModel:
         D = plates.deviations()
         counts = plates.compound_counts[:, ok].astype(np.float64)
         total = plates.compound_counts.sum(axis=1).astype(np.float64)
-        share = counts.sum(axis=0) / max(counts.sum(), 1.0)             # each plate's share of all wells
-        A = counts / np.maximum(total, 1.0)[:, None] - share[None, :]
-        mix = float((share ** 2).sum())
+        A = counts / np.maximum(total, 1.0)[:, None]
         rng = np.random.default_rng(seed)
         n_ok = int(ok.sum())
         pool = np.sort(rng.choice(n_ok, size=min(MAX_POOL, n_ok), replace=False))
-        # a training plate's deviation from the training mean has variance sigma^2 (1 - 2 w_p + mix),
-        # a new plate's sigma^2 (1 + mix): scale the drawn deviations to the latter
-        Dpool = (D[pool] - D[pool].mean(axis=0)) * np.sqrt((1.0 + mix) / max(1.0 - mix, 1e-6))
+        Dpool = D[pool] - D[pool].mean(axis=0)
         q = len(pool)
         iu = np.triu_indices(q)
         pairs = np.empty((q, q), dtype=np.int64)
@@ -117,7 +112,7 @@ class PlateModel:
         pairs[(iu[1], iu[0])] = np.arange(len(iu[0]))
         well_var = plates.control_var[ok].astype(np.float64).mean(axis=0)
         return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, pool, Dpool, pairs, layout,
-                   mix)
+                   counts.sum(axis=1))
 
     def gram(self, w: np.ndarray) -> np.ndarray:
         """(n, n_pairs) sum_g w_cg Dpool_p Dpool_q for the upper-triangle pairs of the pool, the
@@ -126,7 +121,7 @@ class PlateModel:
         iu = np.triu_indices(q)
         prods = self.Dpool[iu[0]] * self.Dpool[iu[1]]                       # (pairs, G)
         diag = iu[0] == iu[1]
-        prods[diag] -= self.N[self.pool] * (1.0 + self.mix) / max(1.0 - self.mix, 1e-6)
+        prods[diag] -= self.N[self.pool]
         return np.atleast_2d(w) @ prods.T
 
 
@@ -239,9 +234,27 @@ class LeaderboardEstimator:
         return float(expected.mean()), float(lo), float(hi), float(expected.mean() - cv.mean()), floor
 
     def _expected(self, base: np.ndarray, cv: np.ndarray, f_test: float) -> np.ndarray:
+        """Per compound: base_c plus the own-plate contribution cv - base expected for the test
+        layout. Mejia weights couple to the plate effect much more when a compound's wells share
+        one plate (the plate then adds nothing to the within-compound variance, so t rises on every
+        gene the plate moves), so the contribution is measured separately on the training compounds
+        whose wells all sat on one plate and on those spread over several, and mixed in the test
+        layout's proportions (all n wells on one of k plates: k^(1-n)). With too few compounds of
+        either kind, the contribution is rescaled by f_test / f_c instead (:meth:`_rescaled`)."""
+        m = self.model
+        counts = m.wells
+        one = (m.A.max(axis=1) >= 1.0 - 1e-9) & (counts >= 2)
+        spread = (m.A.max(axis=1) < 1.0 - 1e-9) & (counts >= 2)
+        if one.sum() < MIN_CLASS or spread.sum() < MIN_CLASS:
+            return self._rescaled(base, cv, f_test)
+        contrib = cv - base
+        k, n = m.layout.plates, m.layout.replicates
+        p_one = float(k) ** (1 - n)
+        return base + p_one * contrib[one].mean() + (1.0 - p_one) * contrib[spread].mean()
+
+    def _rescaled(self, base: np.ndarray, cv: np.ndarray, f_test: float) -> np.ndarray:
         """Per compound: the plate-free error plus its own-plate contribution rescaled to the test
-        layout, base_c + (f_test / f_c) (cv_c - base_c), both shares taken relative to the training
-        mean (which carries 1/P of every plate). The contribution is kept as measured (it includes
+        layout, base_c + (f_test / f_c) (cv_c - base_c). The contribution is kept as measured (it includes
         the coupling of Mejia weights to the plate effect and its cross term with the model's
         error); only its share of one plate's variance changes."""
         f_c = self.model.own_fraction()
