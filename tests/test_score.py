@@ -156,7 +156,15 @@ def test_bad_truth_weights_and_paths_name_the_file(tmp_path, monkeypatch, capsys
     (tmp_path / "junk.parquet").write_text("not parquet")
     code, _, err = _run(monkeypatch, capsys, sim, tmp_path / "junk.parquet")
     assert code == 2 and "cannot be read as parquet" in err
+    # weights with a gene on two rows; a gene filter listing a gene twice
+    pd.concat([w, w.iloc[:1]]).to_parquet(tmp_path / "w2.parquet", index=False)
+    code, _, err = _run(monkeypatch, capsys, sim, sub, "--weights", str(tmp_path / "w2.parquet"))
+    assert code == 2 and f"weights file {tmp_path / 'w2.parquet'} has 1 gene(s) on more than one row" in err
+    genes = list(truth["gene_id"].unique())
+    pd.DataFrame({"gene_id": [*genes, genes[0]]}).to_csv(tmp_path / "gf2.csv", index=False)
+    code, _, err = _run(monkeypatch, capsys, sim, sub, "--gene-filter", str(tmp_path / "gf2.csv"))
+    assert code == 2 and "gene filter" in err and "more than once" in err
     # a gene filter naming a gene the truth lacks
     pd.DataFrame({"gene_id": [*truth["gene_id"].unique(), "ENSG_EXTRA"]}).to_csv(tmp_path / "gf.csv", index=False)
     code, _, err = _run(monkeypatch, capsys, sim, sub, "--gene-filter", str(tmp_path / "gf.csv"))
-    assert code == 2 and "ENSG_EXTRA" in err
+    assert code == 2 and "ENSG_EXTRA" in err and f"truth file {sim['test_truth']} and gene filter" in err

@@ -121,6 +121,8 @@ def score_files(submission: Path, truth: Path, weights: Path, gene_filter: Path 
         gf = _require(_read_table(Path(gene_filter), "gene filter", str_cols=(GENE_COL,)), Path(gene_filter),
                       "gene filter", [GENE_COL])
         genes = gf[GENE_COL].astype(str).tolist()
+        if len(set(genes)) != len(genes):
+            raise DrugcellInputError(f"gene filter {gene_filter} lists a gene more than once; keep one row per gene")
         _check_truth_genes(truth_df, files["truth"], genes, Path(gene_filter))
     else:
         genes = sorted(truth_df[GENE_COL].unique().tolist())
@@ -129,6 +131,10 @@ def score_files(submission: Path, truth: Path, weights: Path, gene_filter: Path 
                     [GENE_COL])
     w_df = w_df.assign(**{GENE_COL: w_df[GENE_COL].astype(str)}).set_index(GENE_COL)
     w_df.columns = w_df.columns.astype(str)
+    if w_df.index.duplicated().any():
+        dup = w_df.index[w_df.index.duplicated()].unique().tolist()
+        raise DrugcellInputError(f"weights file {files['weights']} has {len(dup)} gene(s) on more than one row "
+                                 f"({', '.join(dup[:5])}); pass a {_LAYOUTS['weights']}")
     try:
         validate_submission(sub_df, test_compounds=compounds, gene_filter=genes)
     except ScoringError as exc:

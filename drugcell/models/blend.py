@@ -29,7 +29,8 @@ std: only when every such candidate returns one, as ``sum_i w_i s_i``: the std o
 error if the candidates' errors were perfectly correlated, an upper bound on it otherwise
 (Cauchy-Schwarz), so conservative; a calibrator rescales it like any other. ``Prediction.info``
 carries ``w_<name>`` per candidate and the out-of-fold wMSE of each (``oof_<name>``) and of the
-blend (``oof_blend``).
+blend (``oof_blend``). ``needs_torch`` is declared False (a class-level flag); a blend with a deep
+member imports torch when that member is fitted.
 """
 
 from __future__ import annotations
