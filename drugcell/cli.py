@@ -13,7 +13,7 @@ from collections.abc import Callable
 import typer
 
 from contest_scorer.errors import ScoringError
-from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, submit, synth, weights
+from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, score, submit, synth, weights
 from drugcell.errors import DrugcellInputError
 
 #: (name, function), in the order of the flow.
@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("cv", cv.cv),
     ("calibrate", calibrate.calibrate),
     ("submit", submit.submit),
+    ("score", score.score),
     ("fit", fit.fit),
     ("predict", predict.predict),
     ("programs", programs.programs),

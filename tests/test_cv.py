@@ -74,13 +74,13 @@ def small_config(predictors=("control", "mean"), **cv) -> RunConfig:
 def test_shipped_configs_load_with_the_promised_contents():
     cfg = load_config(CONFIGS / "default.toml")
     names = [p.name for p in cfg.predictors]
-    assert len(names) == 3 + 12 + 2 and names[:3] == ["control", "mean", "wmean"]
+    assert len(names) == 3 + 12 + 2 + 1 and names[:3] == ["control", "mean", "wmean"] and names[-1] == "blend"
     knn = {(p.params["k"], p.params["kernel"]) for p in cfg.predictors if p.kind == "knn"}
     assert knn == {(k, kern) for k in (5, 10, 20, 50) for kern in ("uniform", "tanimoto", "softmax")}
     assert (cfg.folds, cfg.split, cfg.bootstrap_resamples) == (5, "scaffold", 10_000)
     assert cfg.metrics == ("mejia", "proxy", "variance")
     demo = load_config(CONFIGS / "demo.toml")
-    assert demo.folds <= 3 and len(demo.predictors) <= 6
+    assert demo.folds <= 3 and len(demo.predictors) <= 7
 
 
 @pytest.mark.parametrize("raw, key", [
