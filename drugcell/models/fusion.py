@@ -6,7 +6,9 @@ the mean-variance head. Each member predicts a mean and a softplus variance per 
 coefficient (beta-NLL after an MSE warm-up); the coefficient variance maps to genes through the
 squared loadings plus the per-gene variance the basis leaves out, scaled per compound. Members
 differ in seed and in which inner scaffold fold they validate on; the ensemble variance is the
-mean aleatoric variance plus the variance of the members' means.
+mean aleatoric variance plus the variance of the members' means. With the default
+``loss_weighting = "compound"`` the means follow each training compound's contest loss under its
+own Mejia weights and the variances the NLL of the plain coefficients around them (``heads.py``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ a new combination, not a new set of overrides.
     retrieval.py  retrieval-support provider on the shared Tanimoto search
     lowrank.py    the residual basis: k coefficients instead of 13k genes
     heads.py      mean head and mean-variance head, each with its loss
+    weighting.py  the contest loss of each training compound under its own Mejia weights
     network.py    the MLP body + a head
     trainer.py    training loop, early stopping on inner scaffold folds, member seeds
     ensemble.py   combining members (mean, aleatoric + epistemic variance)

@@ -8,6 +8,14 @@ Both heads predict standardised coefficients of the residual basis (``lowrank.py
   variance, the per-compound scale of the noise outside the basis; MSE for ``warmup_epochs``,
   then beta-NLL (``fusion``). Early stopping only judges the NLL epochs.
 
+Loss weighting (``loss_weighting`` param): with ``"gene"`` the means are fitted by the plain MSE
+of the coefficients; with ``"compound"`` the predictor hands the head a
+:class:`~drugcell.models.deep.weighting.CompoundWeightedLoss` (``metric_loss``) and the targets
+end with each compound's row index, and the means are fitted by the contest loss of every
+training compound under its own Mejia weights. The mean-variance head then fits its variances
+with the NLL of the *plain* coefficients around the detached mean, so the std still describes
+the error of the true profile.
+
 The NLL is written out (not torch's ``GaussianNLLLoss``) so that the beta-NLL variant is one
 factor away; with ``beta=0`` and mean reduction it equals ``GaussianNLLLoss(full=False,
 eps=...)`` exactly: ``0.5 * (log var + (y - mu)^2 / var)`` averaged over elements, without the
@@ -26,6 +34,7 @@ from torch.nn import functional as F
 from drugcell.errors import DrugcellInputError
 from drugcell.models.deep.lowrank import ResidualBasis
 from drugcell.models.deep.params import check_int
+from drugcell.models.deep.weighting import CompoundWeightedLoss
 
 
 def gaussian_nll(
@@ -51,6 +60,8 @@ class Head(nn.Module):
     """What a head tells the trainer and the predictor; ``forward(h) -> (mean, var or None)``."""
 
     predicts_variance: ClassVar[bool] = False
+    #: set (only while training) for loss_weighting "compound": the last target column is the row
+    metric_loss: CompoundWeightedLoss | None = None
 
     @classmethod
     def check_params(cls, params: dict[str, Any], kind: str) -> None:
@@ -71,10 +82,17 @@ class Head(nn.Module):
         """MSE of the coefficient means (targets may carry extra columns after them)."""
         return torch.mean((mu - target[:, :mu.shape[1]]) ** 2)
 
+    def mean_loss(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What the coefficient means are fitted to: the plain MSE, or with ``metric_loss`` the
+        contest loss of the batch's training compounds (gene sample while training)."""
+        if self.metric_loss is None:
+            return self.mean_mse(mu, target)
+        return self.metric_loss(mu, target[:, -1], sample=self.training)
+
     def loss(self, mu: torch.Tensor, var: torch.Tensor | None, target: torch.Tensor, *,
              epoch: int) -> torch.Tensor:
         """Training loss of one batch in epoch ``epoch`` (0-based)."""
-        return self.mean_mse(mu, target)
+        return self.mean_loss(mu, target)
 
     def judges(self, epoch: int) -> bool:
         """Whether early stopping looks at this epoch (False during a warm-up)."""
@@ -83,11 +101,11 @@ class Head(nn.Module):
     def val_criterion(self, mu: torch.Tensor, var: torch.Tensor | None, target: torch.Tensor, *,
                       epoch: int) -> float:
         """Early-stopping criterion on the validation rows (lower is better)."""
-        return float(self.mean_mse(mu, target))
+        return float(self.mean_loss(mu, target))
 
     def to_genes(self, mu: np.ndarray, var: np.ndarray | None, basis: ResidualBasis,
                  z_scale: np.float32, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(gene-space mean (n, G), gene-space variance or None); unusable rows: training mean."""
+        """(gene-space mean (n, G), gene-space variance or None); unusable rows: the centre."""
         mu = mu * z_scale
         mu[~usable] = 0.0
         return basis.decode(mu), None
@@ -148,12 +166,21 @@ class MeanVarianceHead(Head):
 
     def loss(self, mu, var, target, *, epoch: int) -> torch.Tensor:
         if not self.judges(epoch):
-            return self.mean_mse(mu, target)
-        return gaussian_nll(self._with_outside(mu), var, target, beta=self.beta)
+            return self.mean_loss(mu, target)
+        return self._objective(mu, var, target, self.beta)
 
     def val_criterion(self, mu, var, target, *, epoch: int) -> float:
-        # plain NLL (beta=0) whatever the training beta: a proper score
-        return float(gaussian_nll(self._with_outside(mu), var, target))
+        # the plain NLL (beta=0) whatever the training beta: a proper score
+        return float(self._objective(mu, var, target, 0.0))
+
+    def _objective(self, mu, var, target, beta: float) -> torch.Tensor:
+        core = target[:, :mu.shape[1] + 1]   # the coefficients and the outside-basis column
+        if self.metric_loss is None:
+            return gaussian_nll(self._with_outside(mu), var, core, beta=beta)
+        # the mean follows the contest loss (0.5: the scale of beta-NLL's mean gradient at
+        # beta=1); the variances, the plain coefficients around the detached mean
+        return 0.5 * self.mean_loss(mu, target) + gaussian_nll(
+            self._with_outside(mu.detach()), var, core, beta=beta)
 
     @staticmethod
     def _with_outside(mu: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,25 @@
 
 Why: a full-gene output layer (hidden x 12,995) dominated the cost of the deep models and most of
 its outputs are redundant (compound responses live in a few hundred directions). The basis is a
-truncated SVD of the centred training expression, fitted on the training fold only.
+truncated SVD of the training expression minus a centre profile ``c``, fitted on the training
+fold only; a prediction is ``c + z @ loadings``.
+
+Centre: the plain training mean (``center=None``), or any profile, e.g. the metric-optimal
+constant ``wmean`` (each gene's mean weighted by the compounds' own Mejia weights). Around a
+non-mean centre the residuals have a non-zero mean; the SVD is taken of the residuals *as they
+are* (not re-centred), so the basis is the best rank-k representation (Eckart-Young) of the very
+targets the network fits, their mean offset included: the offset costs at most one of the k
+directions, and the network's output bias can then reach any constant between ``c`` and the
+plain mean, whichever its loss prefers. A re-centred SVD could leave that offset outside the
+span, where no network output could reach it. ``resid_var`` and ``singular_values`` are
+accordingly mean squares around ``c`` (equal to variances when ``c`` is the mean).
 
 Gene weighting: the contest scores per-gene *weighted* squared errors. With ``gene_scale`` s_g
 (e.g. sqrt of the mean Mejia weight of gene g over training compounds, normalised to mean 1),
-the SVD is taken of ``(Y - mean) * s`` so that squared error in coefficient space equals the
+the SVD is taken of ``(Y - c) * s`` so that squared error in coefficient space equals the
 s^2-weighted gene-space error of the basis part, and the basis spends its rank on the genes the
-metric counts. Decoding divides the scale back out.
+metric counts. Decoding divides the scale back out. The per-compound weights are a training
+loss on top (``weighting.py``).
 
 Variance: a diagonal Gaussian over coefficients ``z ~ N(mu, diag(v))`` maps to genes as
 ``var_g = sum_k v_k L[k, g]^2 + r_g``, where ``L`` is the gene-space decoder and ``r_g`` is the
@@ -30,7 +42,7 @@ from sklearn.utils.extmath import randomized_svd
 
 @dataclass
 class ResidualBasis:
-    mean: np.ndarray        # (G,) training mean profile
+    mean: np.ndarray        # (G,) the centre c: training mean or another profile (e.g. wmean)
     components: np.ndarray  # (k, G) orthonormal rows in the scaled space
     scale: np.ndarray       # (G,) gene scale s_g (ones when unweighted)
     resid_var: np.ndarray   # (G,) training variance left outside the basis (unscaled units)
@@ -39,12 +51,21 @@ class ResidualBasis:
     @classmethod
     def fit(
         cls, Y: np.ndarray, rank: int = 128, *, gene_scale: np.ndarray | None = None,
-        n_iter: int = 2, seed: int = 0, chunk: int = 4096,
+        center: np.ndarray | None = None, n_iter: int = 2, seed: int = 0, chunk: int = 4096,
     ) -> ResidualBasis:
-        """Randomized truncated SVD of the centred (and scaled) training matrix Y (n, G)."""
+        """Randomized truncated SVD of ``(Y - center) * gene_scale`` for training matrix Y (n, G).
+
+        ``center`` defaults to the plain training mean; another centre is not subtracted from the
+        residuals again before the SVD (see the module docstring).
+        """
         Y = np.asarray(Y, dtype=np.float32)
         n, G = Y.shape
-        mean = Y.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if center is None:
+            mean = Y.mean(axis=0, dtype=np.float64).astype(np.float32)
+        else:
+            mean = np.asarray(center, dtype=np.float32)
+            if mean.shape != (G,) or not np.all(np.isfinite(mean)):
+                raise ValueError("center must be (G,) and finite")
         scale = (np.ones(G, np.float32) if gene_scale is None
                  else np.asarray(gene_scale, dtype=np.float32))
         if scale.shape != (G,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
@@ -72,12 +93,12 @@ class ResidualBasis:
         return self.components / self.scale
 
     def encode(self, Y: np.ndarray) -> np.ndarray:
-        """Coefficients (n, k) of the residual of Y over the training mean."""
+        """Coefficients (n, k) of the residual of Y over the centre."""
         return (((np.asarray(Y, np.float32) - self.mean) * self.scale) @ self.components.T).astype(
             np.float32)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """Gene-space profiles (n, G) = mean + z @ loadings."""
+        """Gene-space profiles (n, G) = centre + z @ loadings."""
         return (self.mean + np.asarray(z, np.float32) @ self.loadings).astype(np.float32)
 
     def decode_var(self, zvar: np.ndarray, *, include_resid: bool = True) -> np.ndarray:
@@ -89,8 +110,9 @@ class ResidualBasis:
         return out.astype(np.float32)
 
     def profile_var(self, n_train: int) -> np.ndarray:
-        """(G,) variance of the training profiles around their mean: basis part (singular
-        values^2 / n) + truncation part; the spread to report when nothing better is known."""
+        """(G,) mean square of the training profiles around the centre: basis part (singular
+        values^2 / n) + truncation part; the spread to report when nothing better is known
+        (the prediction is then the centre)."""
         zvar = (self.singular_values.astype(np.float64) ** 2 / max(int(n_train), 1))[None, :]
         return self.decode_var(zvar)[0]
 
