@@ -58,7 +58,8 @@ def test_registry_lists_builtins_and_rejects_unknowns():
 def test_config_rebuilds_an_equal_predictor():
     p = make_predictor("knn", k=5, kernel="softmax")
     cfg = p.get_config()
-    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True, "std_prior": 1.0}
+    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True, "std_prior": 1.0,
+                   "embedding": "morgan", "embedding_params": {}}
     assert type(p)(**cfg).get_config() == cfg
     assert p.kind == "knn"
 
@@ -167,6 +168,51 @@ def test_knn_fallback_counts_unparsed_and_no_neighbour():
     np.testing.assert_allclose(out.mean[:3], np.tile(y.mean(axis=0), (3, 1)), rtol=1e-6)
     # fallback rows carry the training per-gene std as their uncertainty
     np.testing.assert_allclose(out.std[0], y.std(axis=0), rtol=1e-5)
+
+
+def test_knn_falls_back_to_the_wmean_profile():
+    from drugcell.models.baselines import weighted_mean_profile
+
+    y = np.array([[1.0, 0.0], [2.0, 1.0], [9.0, 3.0]])
+    train = make_set(y, smiles=TRAIN_SMILES)
+    train.weights = np.array([[0.9, 0.2, 0.1], [0.1, 0.8, 0.9]], dtype=np.float32)  # columns sum to 1
+    wmean = [(0.9 * 1 + 0.2 * 2 + 0.1 * 9) / 1.2, (0.1 * 0 + 0.8 * 1 + 0.9 * 3) / 1.8]
+    np.testing.assert_allclose(weighted_mean_profile(y, train.weights), wmean, rtol=1e-6)
+    out = make_predictor("knn", k=2).fit(train).predict(["not a smiles", "[Xe]", "CCCO"])
+    np.testing.assert_allclose(out.mean[:2], [wmean, wmean], rtol=1e-6)
+    # rows with neighbours are unchanged: the normalised neighbour average
+    s = np.array([rdkit_tanimoto("CCCO", t) for t in TRAIN_SMILES])
+    top = np.argsort(-s)[:2]
+    np.testing.assert_allclose(out.mean[2], s[top] @ y[top] / s[top].sum(), rtol=1e-5)
+    # the std of fallback rows stays the training spread
+    np.testing.assert_allclose(out.std[0], y.std(axis=0), rtol=1e-5)
+
+
+def test_knn_on_an_embedding_uses_centred_cosine_by_hand():
+    from drugcell.chem.embeddings import get_embedder
+
+    smiles = RIDGE_SMILES[:12]
+    _, y = ridge_train(n_genes=3)
+    train = make_set(y[:12], smiles=smiles)
+    query = ["CCCCO", "c1ccccc1CC", "not a smiles"]
+    p = make_predictor("knn", k=4, kernel="softmax", temperature=0.2, embedding="descriptors",
+                       embedding_params={"morgan": "none"}).fit(train)
+    out = p.predict(query)
+    emb = get_embedder("descriptors", morgan="none").fit(smiles)
+    t = emb.transform(smiles).astype(np.float64)
+    centre = t.mean(axis=0)
+    t -= centre
+    for i, q in enumerate(emb.transform(query[:2]).astype(np.float64) - centre):
+        sims = t @ q / (np.linalg.norm(t, axis=1) * np.linalg.norm(q))
+        top = np.argsort(-sims)[:4]
+        top = top[sims[top] > 0]
+        w = np.exp(sims[top] / 0.2)
+        np.testing.assert_allclose(out.mean[i], w @ y[top] / w.sum(), rtol=1e-4)
+    assert out.info["n_fallback"] == 1
+    with pytest.raises(DrugcellInputError, match="embedding_params"):
+        make_predictor("knn", embedding_params={"morgan": "none"})
+    with pytest.raises(DrugcellInputError, match="unknown embedding"):
+        make_predictor("knn", embedding="nope")
 
 
 def test_knn_ignores_unparseable_training_compounds():
@@ -340,6 +386,7 @@ def test_mean_baseline_with_gcv_reproduces_the_old_ridge(kind, fingerprint):
         ("mean", {}),
         ("control", {}),
         ("knn", {"k": 2, "kernel": "softmax"}),
+        ("knn", {"k": 3, "embedding": "descriptors"}),
         ("ridge_fp", {"fingerprint": "counts", "n_alphas": 5}),
         ("ridge_fp", {"n_alphas": 5, "alpha_selection": "gcv", "baseline": "mean"}),
         ("ridge_desc", {"n_alphas": 5}),
