@@ -125,8 +125,8 @@ def test_plain_gcv_is_fooled_by_duplicates_and_dedupe_is_not():
 
 # ------------------------------------------------------------------ inner folds
 def test_inner_folds_never_split_a_scaffold_or_a_duplicated_input():
-    from drugcell.chem.scaffolds import murcko_scaffold
     from drugcell.chem.molecules import parse_smiles
+    from drugcell.chem.scaffolds import murcko_scaffold
 
     x = bits(SMILES)
     # plant feature duplicates across scaffolds: a benzene row copies a cyclohexane row, etc.
