@@ -180,3 +180,15 @@ def test_knn_minimol_state_round_trip(fresh, tmp_path):
     a, b = p.predict(query), q.predict(query)
     np.testing.assert_array_equal(a.mean, b.mean)
     np.testing.assert_array_equal(a.std, b.std)
+
+
+def test_the_minimol_config_loads():
+    from drugcell.config import load_config
+    from drugcell.paths import repo_root
+
+    path = repo_root() / "configs" / "minimol.toml"
+    cfg = load_config(path)
+    kinds = {p.name: (p.kind, p.params.get("embedding")) for p in cfg.predictors}
+    assert kinds["knn_minimol"] == ("knn", "minimol") and kinds["ridge_minimol"] == ("ridge_emb", "minimol")
+    assert {"wmean", "ridge_fp"} <= set(kinds) and cfg.split == "scaffold"
+    assert "upper bound" in path.read_text()  # the contamination caveat travels with the config
