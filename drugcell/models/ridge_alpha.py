@@ -25,11 +25,14 @@ Two ways to pick alpha:
   run's metric (per-compound wMSE, mean over held-out compounds). Per inner fold the spectrum is
   computed once on the inner-train rows and every alpha of the grid is scored on the held-out rows.
 
-Cost of ``grouped_cv`` per fit (2 cores, float32 products): per inner fold one spectrum
-(``min(n, p)``-sized eigendecomposition, as one GCV fit) plus, per alpha, one
-(n_held x r) @ (r x cv_genes) product, r = rank <= min(n, p). Measured: 3,000 compounds x 2,000
-genes x 2,048 bits, 41 alphas, 3 folds: ~10 s (GCV alone ~2 s); at 11,000 x 13,000 (a 5-fold
-outer training fold of the contest) with cv_genes = 2,000 roughly 1-2 min, see the module tests.
+Cost of ``grouped_cv`` per fit: per inner fold one spectrum (a ``min(n, p)``-sized
+eigendecomposition, as in a GCV fit) plus, per alpha, one float32 (n_held x r) @ (r x cv_genes)
+product, r = rank <= min(n, p); the scaffold/InChIKey keys of the molecules once per process.
+Measured on the project's 2-core box (Morgan bits of real LINCS molecules, 41 alphas, 3 inner
+folds, cv_genes = 2,000, machine otherwise quiet): 3,000 compounds x 2,000 genes: GCV fit 1.5-2 s,
+grouped_cv fit 10-11 s; 11,000 compounds x 13,000 genes (one training fold of a 5-fold CV at the
+contest's scale): GCV 14-17 s, grouped_cv 40 s (29 s with cv_genes = 1,000), plus 9 s once per
+process for the molecule keys. With other jobs on the box, wall times doubled or worse.
 """
 
 from __future__ import annotations
@@ -131,8 +134,15 @@ def spectrum(xo, y: np.ndarray):
 
 
 def _top_eigen(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs of a PSD matrix with eigenvalue above round-off (the numerical rank)."""
-    s2, vec = np.linalg.eigh((sym + sym.T) / 2)
+    """Eigenpairs of a PSD matrix with eigenvalue above round-off (the numerical rank).
+
+    scipy's LAPACK divide-and-conquer (the algorithm numpy's ``eigh`` uses too) ran 3x faster
+    than ``numpy.linalg.eigh`` on a 2048 x 2048 Gram matrix on this project's 2-core box (6 s vs
+    19 s): the eigendecomposition is the largest single cost of a ridge fit.
+    """
+    from scipy.linalg import eigh
+
+    s2, vec = eigh((sym + sym.T) / 2, driver="evd", check_finite=False)
     keep = s2 > max(float(s2.max()), 0.0) * 1e-10 if s2.size else np.zeros(0, bool)
     return s2[keep], vec[:, keep]
 
@@ -204,7 +214,8 @@ def gcv_ridge(
     ``dedupe``: GCV of the duplicate-collapsed problem (see the module docstring); the fit at any
     alpha is unchanged, and without duplicate rows so is everything else.
     ``chooser``: ``alphas -> (curve (A,), info dict)``, an alternative criterion to minimise
-    (:func:`grouped_cv_curve`); the GCV curve is still computed and returned for diagnostics.
+    (:func:`grouped_cv_curve`); the GCV curve is still computed and returned for diagnostics, and
+    decides when the chooser returns ``None`` (no inner split possible) or a flat curve.
     """
     n, p = x.shape
     if y.shape[0] != n:
@@ -249,7 +260,8 @@ def gcv_ridge(
             if picked is not None:
                 cv, cv_info = picked
                 info.update(cv_info)
-                best, selection = _argmin_prefer_strong(cv), "grouped_cv"
+                if np.isfinite(cv).all() and np.ptp(cv) > 0:  # flat (e.g. all-zero weights): keep GCV's
+                    best, selection = _argmin_prefer_strong(cv), "grouped_cv"
         alpha = np.asarray(alphas[best])
         uty *= (s / (s2 + alpha))[:, None]
         coef = v @ uty
@@ -282,6 +294,23 @@ def _connected(*labelings: Sequence[object]) -> np.ndarray:
     return connected_components(graph, directed=False)[1][:n].astype(np.int64)
 
 
+_KEYS: dict[str, tuple[str, str]] = {}  # SMILES -> (identity key, scaffold), for the process
+
+
+def _molecule_keys(smiles: list[str]) -> tuple[list[str], list[str]]:
+    """:func:`drugcell.splits.folds.molecule_keys` (InChIKey identity, Murcko scaffold), cached per
+    SMILES: every outer fold and every ridge kind asks again for the same compounds, and InChI
+    plus scaffold cost ~1.5 ms a molecule (16 s for 11,000 on a busy 2-core box)."""
+    from drugcell.splits.folds import molecule_keys
+
+    todo = list(dict.fromkeys(s for s in smiles if s not in _KEYS))
+    if todo:
+        ident, scaf, ok = molecule_keys(todo)
+        for s, i, c, good in zip(todo, ident, scaf, ok):
+            _KEYS[s] = (i if good else f"\x00unparsed:{s}", c)
+    return [_KEYS[s][0] for s in smiles], [_KEYS[s][1] for s in smiles]
+
+
 def inner_folds(smiles: Sequence[str], x: np.ndarray, n_folds: int, seed: int = 0
                 ) -> tuple[np.ndarray, dict[str, float]] | None:
     """Inner fold id per training row: whole scaffold groups (as :func:`drugcell.splits.make_folds`
@@ -290,9 +319,9 @@ def inner_folds(smiles: Sequence[str], x: np.ndarray, n_folds: int, seed: int = 
     groups only (a random split, as ``make_folds`` falls back); fewer folds when there are fewer
     groups than ``n_folds``; ``None`` when fewer than 2 groups (no CV possible).
     """
-    from drugcell.splits.folds import group_kfold, molecule_keys
+    from drugcell.splits.folds import group_kfold
 
-    ident, scaf, _ = molecule_keys(list(smiles))
+    ident, scaf = _molecule_keys(list(smiles))
     dup = duplicate_labels(x)
     by_scaffold = [f"scaf:{s}" if s else ident[i] for i, s in enumerate(scaf)]
     groups, split = _connected(by_scaffold, ident, dup), 1.0
