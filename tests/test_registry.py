@@ -45,7 +45,7 @@ def test_metric_registry_refuses_a_second_metric_under_a_taken_name():
 
 def test_capabilities_are_declared_on_the_classes():
     # which predictors can return a std is read from the classes, never from a hand-kept list
-    assert set(kinds_with("returns_std")) == {"knn", "ridge_fp", "ridge_desc", "fusion"}
+    assert set(kinds_with("returns_std")) == {"knn", "ridge_fp", "ridge_desc", "ridge_emb", "fusion"}
     assert set(kinds_with("needs_torch")) == {"mlp", "fusion"}
     ranks = {k: get_class(k).simplicity for k in ("control", "mean", "knn", "ridge_fp", "mlp", "fusion")}
     assert ranks["control"] < ranks["mean"] < ranks["knn"] < ranks["ridge_fp"] < ranks["mlp"] < ranks["fusion"]
