@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     k = max(1, math.ceil(len(tc) * reps / WELLS_PER_TEST_PLATE))
     cfg = with_overrides(load_config(args.config), folds=args.folds, metrics=["mejia"],
                          predictors=args.predictors.split(",") if args.predictors else None,
-                         sets=[f"estimate.test_plates={k}"])
+                         sets=[f"estimate.test_plates={k}", f"estimate.test_compounds={len(tc)}"])
     res = run_cv(es, cfg, args.out / "run", progress=False)
     t_cv = time.perf_counter() - t0
     truth = pd.read_parquet(args.data / "test_truth.parquet")

@@ -77,6 +77,7 @@ class EstimateOptions:
     """The leaderboard estimate's assumptions about the test set (the contest: 6 new plates)."""
 
     test_plates: int = 6
+    test_compounds: int = 1064        # compounds the leaderboard averages over
     test_replicates: int = 0          # wells per test compound; 0 = the training median
     resamples: int = 1000
 
@@ -224,12 +225,14 @@ def _parse_estimate(table: Any, source: str | None) -> EstimateOptions:
     """[estimate]: the test layout the leaderboard estimate assumes."""
     if not isinstance(table, dict):
         raise DrugcellInputError(f"{_where(source, 'estimate')} must be a table")
-    bad = set(table) - {"test_plates", "test_replicates", "resamples"}
+    bad = set(table) - {"test_plates", "test_compounds", "test_replicates", "resamples"}
     if bad:
         raise DrugcellInputError(f"{_where(source, 'estimate.' + sorted(bad)[0])} is not a known option")
     d = EstimateOptions()
     return EstimateOptions(
         test_plates=_check_int(table.get("test_plates", d.test_plates), source, "estimate.test_plates", 1),
+        test_compounds=_check_int(table.get("test_compounds", d.test_compounds), source,
+                                  "estimate.test_compounds", 1),
         test_replicates=_check_int(table.get("test_replicates", d.test_replicates), source,
                                    "estimate.test_replicates", 0),
         resamples=_check_int(table.get("resamples", d.resamples), source, "estimate.resamples", 10),

@@ -59,7 +59,7 @@ def run_demo(
     cfg = load_config(config or config_path("demo.toml"))
     # the demo knows how many plates its simulated test set fills (a contest team knows its 6)
     test_plates = max(1, math.ceil(n_test * 2 / 332))
-    cfg = with_overrides(cfg, sets=[f"estimate.test_plates={test_plates}"])
+    cfg = with_overrides(cfg, sets=[f"estimate.test_plates={test_plates}", f"estimate.test_compounds={n_test}"])
 
     t = time.perf_counter()
     _say(f"[1/5] simulate: {n_compounds} library compounds x {n_genes} genes (VCPI layout) -> {out / 'data'}")

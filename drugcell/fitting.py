@@ -61,7 +61,11 @@ def run_config(run: str | Path) -> RunConfig:
     man = Path(run) / "manifest.json"
     if not man.is_file():
         raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
-    return config_from_dict(json.loads(man.read_text())["config"], source=str(man))
+    try:
+        raw = json.loads(man.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DrugcellInputError(f"{man} is damaged or not a `drugcell cv` manifest ({exc}); re-run `drugcell cv`") from None
+    return config_from_dict(raw, source=str(man))
 
 
 def chosen_from_run(run: Path, cfg: RunConfig, metric: str = "mejia", select: str | None = None):
@@ -119,7 +123,7 @@ def fit_model(data: str | Path, predictor: str | None, out: str | Path, *, confi
     seed = cfg_seed if seed is None else int(seed)
     es = ExpressionSet.load(data)
     t0 = time.perf_counter()
-    model = fit_spec(es, spec, seed)
+    model = fit_spec(es, spec, seed, metric=metric)
     seconds = time.perf_counter() - t0
     source = None if config is None else str(config)
     info = TrainInfo.from_expression_set(es, seed=seed, fit_s=round(seconds, 2), config_source=source,

@@ -130,13 +130,15 @@ def _gene_columns(train_genes: np.ndarray, genes: np.ndarray, gene_filter_path) 
 def make_submission(
     es, spec: PredictorSpec, test_compounds: str | Path, gene_filter: str | Path,
     out: str | Path = DEFAULT_OUT, *, seed: int = 0, write_std: bool = True, progress: bool = True,
-    calibrator: Calibrator | None = None, save_model_dir: str | Path | None = None,
+    calibrator: Calibrator | None = None, save_model_dir: str | Path | None = None, metric: str | None = None,
 ) -> SubmissionResult:
     """Refit ``spec`` on all of ``es``, audit against the test set, predict, validate, write.
 
     ``calibrator`` (fitted for ``spec.name`` on a CV run's held-out errors, see
     :func:`~drugcell.calibration.calibrator.calibrator_for_run`) scales the std in the sidecar;
     ``save_model_dir`` also saves the refitted model with that calibrator (``drugcell predict``).
+    ``metric``: what predictors that select under a metric (ridge's alpha, blend's weights) fit under,
+    as in the CV run that chose them.
     """
     from contest_scorer import ScoringError, validate_submission
     from drugcell.splits.audit import audit_split
@@ -159,7 +161,7 @@ def make_submission(
     timings["audit_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    model = fit_spec(es, spec, seed)
+    model = fit_spec(es, spec, seed, metric=metric)
     timings["fit_s"] = time.perf_counter() - t1
     if save_model_dir is not None:
         save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=True,

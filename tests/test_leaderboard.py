@@ -119,7 +119,8 @@ def test_interval_covers_the_held_out_test_plates_on_a_simulated_set(tmp_path):
     n_test_plates = max(1, math.ceil(150 * 2 / 332))  # what the user knows: how many plates the test set has
     preds = [{"name": "mean", "kind": "mean"}, {"name": "wmean", "kind": "wmean"}]
     cfg = config_from_dict({"cv": {"folds": 3, "bootstrap_resamples": 200, "metrics": ["mejia"]},
-                            "estimate": {"test_plates": n_test_plates, "resamples": 300}, "predictors": preds})
+                            "estimate": {"test_plates": n_test_plates, "test_compounds": 150, "resamples": 300},
+                            "predictors": preds})
     res = run_cv(es, cfg, tmp_path / "run", progress=False)
     est = pd.read_parquet(tmp_path / "run" / "leaderboard_estimate.parquet").set_index("predictor")
     assert list(est.columns[:4]) == ["metric", "estimate", "ci_low", "ci_high"]

@@ -117,3 +117,39 @@ def test_choice_ties_in_simplicity_break_by_mean():
     comp = pd.DataFrame([("m", "knn_b", "knn_a", -0.01, 0.7)],
                         columns=["metric", "predictor_a", "predictor_b", "diff", "p_holm"])
     assert choose(scores, comp, "m", {"knn_a": 20, "knn_b": 20}).predictor == "knn_b"
+
+
+def test_choice_refuses_to_call_everything_tied_when_resamples_are_too_few():
+    # 3 predictors, 3 pairs, 20 resamples: the smallest Holm p is 3/20 = 0.15 >= 0.05, so the rule
+    # could never find a difference and would always pick the simplest (control): it takes the lowest
+    scores = pd.DataFrame({"predictor": ["good", "mid", "control"], "fold": 0, "compound": "c", "metric": "m",
+                           "wmse": [0.3, 0.5, 1.4]})
+    comp = pd.DataFrame([("m", "good", "mid", -0.2, 0.15, 20), ("m", "good", "control", -1.1, 0.15, 20),
+                         ("m", "mid", "control", -0.9, 0.15, 20)],
+                        columns=["metric", "predictor_a", "predictor_b", "diff", "p_holm", "n_resamples"])
+    c = choose(scores, comp, "m", {"control": 0, "mid": 20, "good": 30})
+    assert c.predictor == "good" and c.rule == "lowest" and "no difference could be significant" in c.reason
+    comp["n_resamples"] = 10_000
+    assert choose(scores, comp, "m", {"control": 0, "mid": 20, "good": 30}).predictor == "control"  # p_holm 0.15
+
+
+def test_predictors_that_select_under_a_metric_get_the_runs_metric():
+    from drugcell.config import PredictorSpec
+    from drugcell.fitting import fit_spec
+
+    ridge = PredictorSpec("r", "ridge_fp", {})
+    assert ridge.build(metric="proxy").params["metric"] == "proxy"
+    assert PredictorSpec("r", "ridge_fp", {"metric": "variance"}).build(metric="proxy").params["metric"] == "variance"
+    assert "metric" not in PredictorSpec("m", "mean", {}).build(metric="proxy").params  # takes none
+    rng = np.random.default_rng(0)
+    from drugcell.data.expression_set import ExpressionSet
+
+    smiles = ["CCO", "CCN", "CCC", "c1ccccc1", "CC(=O)O", "CCCl", "CCBr", "c1ccncc1", "CCCO", "CCCN"]
+    n, g = len(smiles), 4
+    es = ExpressionSet(
+        compounds=np.array([f"c{i}" for i in range(n)]), genes=np.array([f"g{j}" for j in range(g)]),
+        expression=rng.random((n, g)).astype(np.float32) + 1, weights=_weights(rng, g, n),
+        n_replicates=np.full(n, 2, np.int32), control=np.ones(g, np.float32),
+        smiles=np.array(smiles), inchikey=np.array([""] * n))
+    model = fit_spec(es, PredictorSpec("r", "ridge_fp", {"alpha_selection": "gcv"}), seed=0, metric="proxy")
+    assert model.params["metric"] == "proxy"

@@ -14,21 +14,28 @@ def fit(
     predictor: Annotated[Optional[str], typer.Option(
         help="Predictor name in the config's [[predictors]] list, or a registry kind "
              "(control, mean, knn, ridge_fp, ...) with default parameters; with --from-run and "
-             "without it, the run's best predictor.")] = None,
+             "without it, the predictor the run chose.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="TOML config holding the predictor entry (default: configs/default.toml, or the kind).")] = None,
     from_run: Annotated[Optional[Path], typer.Option(
         help="A `drugcell cv` run dir: take the predictor from its config and save the std calibrator "
              "fitted on its held-out folds with the model.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric that picks the best predictor of --from-run.")] = "mejia",
+    metric: Annotated[str, typer.Option(
+        help="Metric under which --from-run's choice is read (and predictors that select under one fit).")] = "mejia",
+    select: Annotated[Optional[str], typer.Option(
+        help="Override the run's choice rule: 'simplest' or 'lowest' (lowest mean, the old rule).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model dir.")] = False,
     calibrate_std: Annotated[bool, typer.Option(
         "--calibrate-std/--raw-std", help="With --from-run: save the run's std calibrator with the model.")] = True,
 ) -> None:
     """Fit one predictor on every training compound and save it (no pickle: JSON + npz)."""
-    from drugcell.fitting import fit_model
+    from drugcell.fitting import chosen_from_run, fit_model, run_config
 
+    if from_run is not None and predictor is None:
+        choice = chosen_from_run(Path(from_run), run_config(from_run), metric, select)
+        typer.echo(f"chosen from {from_run}: {choice.predictor} (rule '{choice.rule}'). {choice.reason}")
+        predictor = choice.predictor
     res = fit_model(data, predictor, out, config=config, from_run=from_run, metric=metric, seed=seed,
                     overwrite=overwrite, calibrate_std=calibrate_std)
     typer.echo(f"{res.name} ({res.kind}) fitted on {res.n_compounds:,} compounds x {res.n_genes:,} genes "

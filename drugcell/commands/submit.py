@@ -53,7 +53,7 @@ def submit(
         typer.echo(calibrator.describe())
     result = make_submission(es, spec, test_compounds, gene_filter, out,
                              seed=cfg_seed if seed is None else seed, write_std=std, calibrator=calibrator,
-                             save_model_dir=save_model)
+                             save_model_dir=save_model, metric=metric)
     typer.echo(result.audit_line)
     typer.echo(f"{spec.name}: {result.n_compounds} compounds x {result.n_genes} genes = {result.n_rows} rows "
                f"validated; fallbacks {result.info.get('n_fallback', 0):.0f}, clipped cells "

@@ -109,7 +109,7 @@ class PlateLayout:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{f: z[f] for f in _FIELDS})
-        except (KeyError, ValueError, OSError) as exc:
+        except Exception as exc:  # a damaged zip raises BadZipFile, EOFError or zlib.error as well
             raise DrugcellInputError(f"{path} is damaged or incomplete ({exc}); re-run `drugcell load`") from exc
 
 

@@ -298,7 +298,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
                                elapsed, assignment.describe(), choices=choices, estimate=estimate,
                                uncertainty=uncertainty, scores=scores,
-                               has_plates=rec.estimator.model is not None)
+                               has_plates=rec.estimator.model is not None, no_plates_reason=_no_plates(es))
     write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
@@ -310,7 +310,8 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,
                     headline=(choice_markdown(choices) + estimate_markdown(
-                        estimate, config, scores, rec.estimator.model is not None) + ranking_markdown(summary)).rstrip(),
+                        estimate, config, scores, rec.estimator.model is not None, _no_plates(es))
+                        + ranking_markdown(summary)).rstrip(),
                     choices=choices,
                     estimate=estimate)
 
@@ -321,9 +322,20 @@ def _estimator(es, config: RunConfig):
     from drugcell.evaluation.leaderboard import LeaderboardEstimator, PlateModel, TestLayout
 
     reps = config.estimate.test_replicates or max(1, int(np.median(es.n_replicates)))
-    layout = TestLayout(plates=config.estimate.test_plates, replicates=reps)
+    layout = TestLayout(plates=config.estimate.test_plates, replicates=reps, compounds=config.estimate.test_compounds)
     model = None if es.plates is None else PlateModel.from_layout(es.plates, layout, seed=config.seed)
-    return LeaderboardEstimator(es.n_compounds, model, resamples=config.estimate.resamples, seed=config.seed)
+    return LeaderboardEstimator(es.n_compounds, model, resamples=config.estimate.resamples, seed=config.seed,
+                                test_compounds=config.estimate.test_compounds)
+
+
+def _no_plates(es) -> str:
+    """Why a run has no plate-aware estimate (empty when it has one)."""
+    if es.plates is None:
+        if int(es.info.get("cache_format_version", 3)) < 3:
+            return "the cache predates plate layouts: re-run `drugcell load` to record them"
+        return "the data set records no plates (e.g. L1000 adapters)"
+    n = int(es.plates.usable().sum())
+    return "" if n >= 3 else f"only {n} plate(s) with two or more DMSO wells; 3 are needed"
 
 
 def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) -> dict[str, Any]:

@@ -11,13 +11,18 @@ wells on every training plate give each plate's deviation D_p from the mean prof
 sampling noise N_p (:class:`~drugcell.data.plates.PlateLayout`). For a held-out compound c with
 CV residual e_c = pred - truth, o_c = sum_p a_cp D_p (a_cp: its share of wells on plate p) is its
 own plates' part, and base_c = sum_g W_gc (e_cg + o_cg)^2 (less the noise o_c adds) its error
-against its plate-free profile. The own-plate contribution cv_c - base_c is kept as measured (it
-holds the coupling of Mejia weights to the plate effect: the weights are t-statistics of the
+against its plate-free profile. The own-plate contribution cv_c - base_c is kept as measured: it
+holds the coupling of Mejia weights to the plate effect (the weights are t-statistics of the
 compound's wells, so they rise on the genes its plate moves, for test compounds as for training
-ones) and only rescaled from the compound's share of one plate's variance, f_c = sum_p a_cp^2, to
-the test layout's, f_test (k test plates, n wells each placed at random):
+ones), which is far stronger when a compound's wells share one plate (the plate then adds nothing
+to its within-compound variance). So it is averaged separately over the training compounds whose
+wells sat on one plate and over those spread over several, and mixed in the test layout's
+proportions (n wells placed at random on k test plates all land on one with probability k^(1-n)):
 
-    estimate = mean_c [ base_c + (f_test / f_c) (cv_c - base_c) ]
+    estimate = mean_c base_c + k^(1-n) mean_one(cv - base) + (1 - k^(1-n)) mean_spread(cv - base)
+
+(with fewer than ``MIN_CLASS`` compounds of either kind: base_c + (f_test / f_c)(cv_c - base_c),
+f = sum_p a_cp^2 the share of one plate's variance).
 
 The interval adds what CV cannot see: the test set shares k random plate offsets. A Monte Carlo
 draws k plates from the training plates' D, spreads each compound's wells over them, resamples
@@ -57,6 +62,7 @@ class TestLayout:
 
     plates: int = 6
     replicates: int = 2
+    compounds: int = 1064   # the leaderboard averages over these (the contest's 1,064)
 
     def plate_fraction(self) -> float:
         """E[sum_j b_j^2] for n wells placed independently and uniformly on k plates."""
@@ -141,6 +147,8 @@ class LeaderboardEstimator:
     model: PlateModel | None
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
+    test_compounds: int = 0            # without plates: the test set's size (0 = the training set's)
+    _fold: tuple = ()                  # (test_idx, o_c, noise) of the current fold, shared by its predictors
     _terms: dict[tuple[str, str], _Terms] = field(default_factory=dict)
     _cv: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _gram: dict[str, np.ndarray] = field(default_factory=dict)
@@ -164,6 +172,14 @@ class LeaderboardEstimator:
         num = float(np.mean(self._own[metric]))
         return max(num / den, 0.0) if den > 0 else 1.0
 
+    def _own_part(self, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(o_c, its noise variance), (n, G) float32 each, computed once per fold."""
+        if not self._fold or self._fold[0] is not test_idx:
+            m = self.model
+            a = m.A[test_idx].astype(np.float32)
+            self._fold = (test_idx, a @ m.D32, np.square(a) @ m.N32)
+        return self._fold[1], self._fold[2]
+
     def add_fold_weights(self, metric: str, test_idx: np.ndarray, weights: np.ndarray) -> None:
         """The metric's weights of the fold's held-out compounds: (n, G) per compound or (G,) per gene."""
         m = self.model
@@ -174,8 +190,8 @@ class LeaderboardEstimator:
         g[test_idx] = m.gram(weights)[0] if weights.ndim == 1 else m.gram(w)
         self._sig.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.sigma2
         self._well.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.well_var
-        a = m.A[test_idx].astype(np.float32)
-        own = np.square(a @ m.D32) - np.square(a) @ m.N32                   # own plates' part, noise removed
+        o, noise = self._own_part(test_idx)
+        own = np.square(o) - noise                                          # own plates' part, noise removed
         self._own.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = np.einsum(
             "cg,cg->c", w, own, dtype=np.float64)
 
@@ -190,12 +206,11 @@ class LeaderboardEstimator:
         t = self._terms.get(key)
         if t is None:
             t = self._terms[key] = _Terms(np.zeros(self.n_compounds), np.zeros((self.n_compounds, len(m.pool))))
-        a = m.A[test_idx].astype(np.float32)
-        r = a @ m.D32                                                      # o_c: own plates' part
-        r += resid                                                         # plate-free residual
+        o, noise = self._own_part(test_idx)
+        r = o + resid                                                      # plate-free residual
         w = np.broadcast_to(weights, r.shape) if weights.ndim == 1 else weights
         sq = np.square(r)
-        sq -= np.square(a) @ m.N32                                         # less the noise o_c adds
+        sq -= noise                                                        # less the noise o_c adds
         t.base[test_idx] = np.einsum("cg,cg->c", w, sq, dtype=np.float64)
         del sq
         r *= w
@@ -205,30 +220,59 @@ class LeaderboardEstimator:
     def finish(self, reference: str | None = None) -> pd.DataFrame:
         """One row per (predictor, metric): columns :data:`COLUMNS`."""
         rows = []
+        draws = {}  # per metric: the test layouts drawn, shared by every predictor (paired)
         for (pred, metric), cv in self._cv.items():
             if np.isnan(cv).any():
                 raise DrugcellInputError(f"leaderboard estimate: {pred} has no CV score for some compounds")
-            est, lo, hi, term, floor = self._one(pred, metric, cv)
+            if metric not in draws:
+                draws[metric] = self._draw_layouts(metric)
+            est, lo, hi, term, floor = self._one(pred, metric, cv, draws[metric])
             rows.append({"predictor": pred, "metric": metric, "estimate": est, "ci_low": lo, "ci_high": hi,
                          "cv_mean": float(cv.mean()), "plate_term": term, "floor": floor})
         out = pd.DataFrame(rows, columns=COLUMNS[:-2])
         return _gap_closed(out, reference)
 
-    def _one(self, pred: str, metric: str, cv: np.ndarray) -> tuple[float, float, float, float, float]:
+    def _n_test(self) -> int:
+        """Compounds in the test set: the leaderboard is a mean over these, not over the training set."""
+        n = self.model.layout.compounds if self.model is not None else self.test_compounds
+        return int(n) if n else self.n_compounds
+
+    def _draw_layouts(self, metric: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+        """Per resample: the test compounds drawn (with replacement, as many as the test set has),
+        the k training plates standing in for the new ones, each compound's wells' shares on them
+        (n, k), and the mean predictor-free offset term kappa sum W nu^2."""
         rng = np.random.default_rng(self.seed)
-        n = self.n_compounds
+        n, m = self._n_test(), self.model
+        if m is None:
+            return [(rng.integers(0, self.n_compounds, n), None, None, 0.0) for _ in range(self.resamples)]
+        k, reps, q = m.layout.plates, m.layout.replicates, len(m.pool)
+        kappa = self.coupling(metric)
+        gram = self._gram[metric]
+        out = []
+        rows = np.repeat(np.arange(n), reps)
+        for _ in range(self.resamples):
+            idx = rng.integers(0, self.n_compounds, n)
+            plates = rng.choice(q, size=k, replace=k > q)
+            b = np.zeros((n, k))
+            np.add.at(b, (rows, rng.integers(0, k, size=n * reps)), 1.0 / reps)
+            g = gram[idx[:, None], m.pairs[plates][:, plates].reshape(1, -1)].reshape(n, k, k)
+            quad = float(np.einsum("cj,cjl,cl->c", b, g, b).mean())
+            out.append((idx, plates, b, kappa * quad))
+        return out
+
+    def _one(self, pred: str, metric: str, cv: np.ndarray, layouts) -> tuple[float, float, float, float, float]:
         m = self.model
-        if m is None:  # no plates: the CV mean and its compound bootstrap
-            boot = np.array([cv[rng.integers(0, n, n)].mean() for _ in range(self.resamples)])
+        if m is None:  # no plates: the CV mean and its compound bootstrap (at the test set's size)
+            boot = np.array([cv[idx].mean() for idx, *_ in layouts])
             lo, hi = np.quantile(boot, [0.025, 0.975])
             return float(cv.mean()), float(lo), float(hi), 0.0, float("nan")
         t = self._terms[(pred, metric)]
         f = m.test_fraction()
         expected = self._expected(t.base, cv, f)
         kappa = self.coupling(metric)
-        shared = self._shared_offsets(t, self._gram[metric], kappa, rng)
-        draws = np.array([expected[idx].mean() for idx, _ in shared]) + np.array([x for _, x in shared])
-        draws -= np.mean([x for _, x in shared])
+        offset = np.array([float(np.mean(-2.0 * np.sqrt(kappa) * (b * t.cross[idx[:, None], plates[None, :]]).sum(1)))
+                           + quad for idx, plates, b, quad in layouts])
+        draws = np.array([expected[idx].mean() for idx, *_ in layouts]) + offset - offset.mean()
         lo, hi = np.quantile(draws, [0.025, 0.975])
         floor = float(np.mean(self._well[metric] / m.layout.replicates + kappa * self._sig[metric] * f))
         return float(expected.mean()), float(lo), float(hi), float(expected.mean() - cv.mean()), floor
@@ -260,24 +304,6 @@ class LeaderboardEstimator:
         f_c = self.model.own_fraction()
         ratio = np.where(f_c > 0, f_test / np.where(f_c > 0, f_c, 1.0), 1.0)
         return base + ratio * (cv - base)
-
-    def _shared_offsets(self, t: _Terms, gram: np.ndarray, kappa: float, rng: np.random.Generator):
-        """Monte Carlo of the test set's shared plate offsets: per resample, the compounds drawn
-        (bootstrap) and the offset term mean(-2 sqrt(kappa) sum W r nu + kappa sum W nu^2)."""
-        m = self.model
-        n, k, reps, q = self.n_compounds, m.layout.plates, m.layout.replicates, len(m.pool)
-        out = []
-        for _ in range(self.resamples):
-            idx = rng.integers(0, n, n)
-            plates = rng.choice(q, size=k, replace=k > q)
-            slots = rng.integers(0, k, size=(n, reps))
-            b = np.zeros((n, k))
-            np.add.at(b, (np.repeat(np.arange(n), reps), slots.ravel()), 1.0 / reps)
-            cross = (b * t.cross[idx[:, None], plates[None, :]]).sum(axis=1)
-            g = gram[idx[:, None], m.pairs[plates][:, plates].reshape(1, -1)].reshape(n, k, k)
-            quad = np.einsum("cj,cjl,cl->c", b, g, b)
-            out.append((idx, float(np.mean(-2.0 * np.sqrt(kappa) * cross + kappa * quad))))
-        return out
 
 
 def _gap_closed(table: pd.DataFrame, reference: str | None) -> pd.DataFrame:

@@ -40,7 +40,7 @@ def _median_change(scores: pd.DataFrame, metric: str, reference: str) -> dict[st
 
 
 def estimate_markdown(estimate: pd.DataFrame | None, config: RunConfig, scores: pd.DataFrame | None = None,
-                      has_plates: bool = True) -> str:
+                      has_plates: bool = True, no_plates_reason: str = "") -> str:
     """The leaderboard estimate of the first metric, every predictor, against the noise floor."""
     if estimate is None or estimate.empty:
         return ""
@@ -69,8 +69,9 @@ def estimate_markdown(estimate: pd.DataFrame | None, config: RunConfig, scores: 
                f"covers the compounds drawn and the plates' random offsets. Replicate-noise floor (a perfect "
                f"predictor of each compound's expected profile on new plates): {fmt_number(floor)}.")
     else:
-        how = ("No plate information in this data set: the estimate is the CV mean with its compound-bootstrap "
-               "interval; new-plate effects are not included, so it is optimistic for a test set on new plates.")
+        how = (f"No usable plate information ({no_plates_reason or 'none in this data set'}): the estimate is the CV "
+               "mean with its compound-bootstrap interval; new-plate effects are not included, so it is optimistic "
+               "for a test set on new plates.")
     lines = ["## Leaderboard estimate", "", how, "",
              md_table(header, rows, align=["l", "r", "r", "r", "r", "r", "r"]), ""]
     if med:
@@ -83,7 +84,7 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
                       audits: list[dict[str, Any]], n_comp: int, n_genes: int, elapsed: float,
                       split_line: str = "", choices: dict[str, Any] | None = None,
                       estimate: pd.DataFrame | None = None, uncertainty: pd.DataFrame | None = None,
-                      scores: pd.DataFrame | None = None, has_plates: bool = True) -> str:
+                      scores: pd.DataFrame | None = None, has_plates: bool = True, no_plates_reason: str = "") -> str:
     """The readable report: choice, estimate, ranking per metric, agreement, bootstrap, fallbacks, audit."""
     lines = [
         "# drugcell cv",
@@ -95,7 +96,7 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
         split_line,
         "",
         choice_markdown(choices or {}),
-        estimate_markdown(estimate, config, scores, has_plates),
+        estimate_markdown(estimate, config, scores, has_plates, no_plates_reason),
         summary.to_markdown(comparisons=comparisons),
     ]
     counters = diagnostics[diagnostics["counter"].isin(["n_fallback", "n_unparsed", "n_clipped"])]

@@ -64,8 +64,17 @@ def choose(scores: pd.DataFrame, comparisons: pd.DataFrame | None, metric: str,
                              "rule 'lowest' ignores whether the lead is significant.")
     if comparisons is None or "p_holm" not in comparisons.columns:
         raise DrugcellInputError("rule 'simplest' needs the bootstrap table with Holm p-values "
-                                 "(comparisons.parquet from this version); re-run `drugcell cv`")
+                                 "(comparisons.parquet from this version); re-run `drugcell cv`, or pass --select lowest")
     comp = comparisons[comparisons["metric"] == metric]
+    n_res = int(comp["n_resamples"].iloc[0]) if "n_resamples" in comp.columns and len(comp) else 0
+    if n_res and len(comp) / n_res >= alpha:
+        # Holm over m pairs cannot go below m / B: no difference could ever be significant, and
+        # "the simplest unbeaten" would always be the simplest predictor (control). Say so, take the lowest.
+        return Choice(metric, "lowest", lowest, lowest, alpha=alpha, unbeaten=[str(p) for p in means.index],
+                      reason=f"{lowest} has the lowest mean wMSE under {metric} ({fmt_number(means.iloc[0])}). The "
+                             f"rule 'simplest' was not applied: with {len(comp)} pairs and {n_res} bootstrap resamples "
+                             f"the smallest Holm-corrected p is {len(comp) / n_res:.3g} >= {alpha:g}, so no difference "
+                             "could be significant; raise cv.bootstrap_resamples (10,000 is the default).")
     beaten_by: dict[str, str] = {}
     for r in comp.itertuples(index=False):
         if r.p_holm < alpha and r.diff != 0:

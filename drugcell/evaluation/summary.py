@@ -153,16 +153,19 @@ def ranking_markdown(summary: Summary, max_pairs: int = 30) -> str:
 
 
 def bootstrap_markdown(comparisons: pd.DataFrame, max_pairs: int = 30) -> str:
-    """The paired-bootstrap table (the most significant pairs first within each metric)."""
+    """The paired-bootstrap table: per metric, the pairs led by the best predictors first (sorted by
+    A's mean), with the raw and the Holm-corrected p-value (the one the model choice uses)."""
     out = []
     if len(comparisons):
         out += ["## Paired bootstrap over compounds", ""]
         c = comparisons.sort_values(["metric", "mean_a"], kind="stable").head(max_pairs * 4)
         out.append(md_table(
-            ["metric", "A", "B", "mean A - B", f"{int(100 * c['ci'].iloc[0])}% CI", "p"],
+            ["metric", "A", "B", "mean A - B", f"{int(100 * c['ci'].iloc[0])}% CI", "p", "p (Holm)"],
             [[r.metric, r.predictor_a, r.predictor_b, fmt_number(r.diff),
-              f"[{fmt_number(r.ci_low)}, {fmt_number(r.ci_high)}]", fmt_p(r.p_value, int(r.n_resamples))]
-             for r in c.itertuples(index=False)], align=["l", "l", "l", "r", "r", "r"]))
+              f"[{fmt_number(r.ci_low)}, {fmt_number(r.ci_high)}]", fmt_p(r.p_value, int(r.n_resamples)),
+              f"{getattr(r, 'p_holm', float('nan')):.3g}"]
+             for r in c.itertuples(index=False)], align=["l", "l", "l", "r", "r", "r", "r"]))
         out += ["", "p: two-sided percentile bootstrap, 2*min(P*(d<=0), P*(d>=0)), paired over "
-                f"compounds, {int(c['n_resamples'].iloc[0])} resamples.", ""]
+                f"compounds, {int(c['n_resamples'].iloc[0])} resamples; p (Holm): corrected over every pair of "
+                "the metric, from p floored at 1/resamples.", ""]
     return "\n".join(out)
