@@ -63,7 +63,7 @@ def test_test_layout_plate_fraction_by_simulation():
     assert TestLayout(plates=1, replicates=2).plate_fraction() == 1.0
 
 
-def test_expectation_formula_and_gram_noise_correction():
+def test_expectation_formula_by_hand():
     rng = np.random.default_rng(3)
     lay = _layout(rng)
     model = PlateModel.from_layout(lay, TestLayout(plates=2, replicates=2))
@@ -74,22 +74,45 @@ def test_expectation_formula_and_gram_noise_correction():
     idx = np.arange(30)
     est.add_fold_weights("mejia", idx, w.astype(np.float32))
     est.add("p", "mejia", idx, resid, w.astype(np.float32), wmse)
-    # base by hand
+    # base by hand: the error against the plate-free profile, less the noise o_c adds
     a = model.A
     o = a @ model.D
     base = (w * ((resid + o) ** 2 - (a ** 2) @ model.N)).sum(axis=1)
-    t = est._terms[("p", "mejia")]
-    np.testing.assert_allclose(t.base, base, rtol=1e-4, atol=1e-6)
-    # gram diagonal: sum_g w D_p^2 less the noise of plate p's mean (both scaled to a new plate's variance)
-    q0 = model.pairs[0, 0]
-    by_hand = (w * (model.Dpool[0] ** 2 - model.N[model.pool[0]])).sum(axis=1)
-    np.testing.assert_allclose(est._gram["mejia"][:, q0], by_hand, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(est._terms[("p", "mejia")].base, base, rtol=1e-4, atol=1e-6)
     row = est.finish().iloc[0]
-    f_c = (a ** 2).sum(axis=1)
-    f_test = model.layout.plate_fraction()
-    expected = np.mean(base + (f_test / f_c) * (wmse - base))
+    f_c = (a ** 2).sum(axis=1)  # this layout has too few one-plate compounds: the rescaled form
+    expected = np.mean(base + (model.layout.plate_fraction() / f_c) * (wmse - base))
     assert row.estimate == pytest.approx(expected, rel=1e-6)
-    assert row.ci_low <= row.estimate <= row.ci_high
+
+
+def test_plate_excess_recovers_planted_plate_effects_and_widens_the_interval():
+    rng = np.random.default_rng(7)
+    n_comp, n_plates = 3000, 12
+    plate_of = rng.integers(0, n_plates, size=(n_comp, 2))
+    counts = compound_plate_counts(np.repeat(np.arange(n_comp), 2), plate_of.ravel(), n_comp, n_plates)
+    lay = PlateLayout([f"P{i}" for i in range(n_plates)], counts, rng.normal(0, 0.3, (n_plates, 3)),
+                      np.full((n_plates, 3), 0.02), np.full(n_plates, 8))
+    model = PlateModel.from_layout(lay, TestLayout(plates=2, replicates=2, compounds=1000))
+    planted = rng.normal(0, 0.1, n_plates)
+    planted -= planted.mean()
+    base = rng.gamma(4.0, 0.1, n_comp)
+    cv = base + model.A @ planted
+    est = LeaderboardEstimator(n_comp, model, resamples=400)
+    got = est.plate_excess(cv)
+    assert np.corrcoef(got, planted)[0, 1] > 0.95
+    assert np.std(got) == pytest.approx(np.std(planted), rel=0.2)
+    flat = est.plate_excess(base)  # no plate effect: the excesses shrink to (nearly) nothing
+    assert np.std(flat) < 0.2 * np.std(planted)
+    # the interval with plate effects is wider than without
+    for name, scores in (("plates", cv), ("flat", base)):
+        est.add(name, "mejia", np.arange(n_comp), np.zeros((n_comp, 3), np.float32), np.ones(3, np.float32) / 3,
+                scores)
+        est._terms[(name, "mejia")].base[:] = scores  # isolate the interval: no own-plate term
+    est._well["mejia"] = np.zeros(n_comp)
+    est._sig["mejia"] = np.zeros(n_comp)
+    est._own["mejia"] = np.zeros(n_comp)
+    t = est.finish().set_index("predictor")
+    assert (t.loc["plates", "ci_high"] - t.loc["plates", "ci_low"]) > 1.5 * (t.loc["flat", "ci_high"] - t.loc["flat", "ci_low"])
 
 
 def test_without_plates_the_estimate_is_the_cv_mean():

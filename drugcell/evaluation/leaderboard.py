@@ -24,13 +24,15 @@ proportions (n wells placed at random on k test plates all land on one with prob
 (with fewer than ``MIN_CLASS`` compounds of either kind: base_c + (f_test / f_c)(cv_c - base_c),
 f = sum_p a_cp^2 the share of one plate's variance).
 
-The interval adds what CV cannot see: the test set shares k random plate offsets. A Monte Carlo
-draws k plates from the training plates' D, spreads each compound's wells over them, resamples
-the compounds (paired across predictors) and takes -2 sum W r nu + sum W nu^2 with the coupling
-factor kappa measured on the training compounds' own plates; the 2.5% and 97.5% quantiles of
-expected-plus-offset are the interval. It expands as sum W r^2 - 2 sum W r nu + sum W nu^2, so a
-run keeps per compound only base_c, the cross products with a pool of plates, and the pool's
-weighted Gram entries. The replicate-noise floor is what a perfect predictor of each compound's
+The interval adds what CV cannot see: the whole test set shares the offsets of its k plates, so
+the leaderboard is one random draw. How much a plate moves a model's score is measured on the CV
+scores themselves: regressing each held-out compound's wMSE on its shares of wells per training
+plate gives every plate's excess (its effect on the score through the truth, the weights and the
+model's error alike); their spread, less the regression's sampling noise, is the between-plate
+variance of the score. A Monte Carlo then resamples as many compounds as the test set has
+(paired across predictors), draws k training plates' excesses (shrunk to that variance) and
+spreads the compounds' wells over them; the 2.5% and 97.5% quantiles are the interval.
+The replicate-noise floor is what a perfect predictor of each compound's
 expected profile would still score: the well noise of n test wells (within-plate DMSO variance /
 n) plus the new-plate term.
 
@@ -52,7 +54,6 @@ from drugcell.errors import DrugcellInputError
 COLUMNS = ["predictor", "metric", "estimate", "ci_low", "ci_high", "cv_mean", "plate_term", "floor",
            "gap_closed", "reference"]
 MIN_CLASS = 10         # compounds needed to measure the own-plate contribution of one layout
-MAX_POOL = 30          # plates whose pairwise Gram entries are kept (k test plates are drawn from these)
 DEFAULT_RESAMPLES = 1000
 
 
@@ -79,9 +80,6 @@ class PlateModel:
     A: np.ndarray            # (C, P) each compound's share of wells on each usable plate
     sigma2: np.ndarray       # (G,) between-plate variance, noise removed
     well_var: np.ndarray     # (G,) pooled within-plate DMSO variance (well noise)
-    pool: np.ndarray         # indices of the plates new-plate draws come from
-    Dpool: np.ndarray        # (Q, G) the pool's deviations, centred on the pool
-    pairs: np.ndarray        # (Q, Q) index of the (p, q) Gram entry, symmetric
     layout: TestLayout
 
     wells: np.ndarray = None  # (C,) wells of each compound on the usable plates
@@ -107,28 +105,8 @@ class PlateModel:
         counts = plates.compound_counts[:, ok].astype(np.float64)
         total = plates.compound_counts.sum(axis=1).astype(np.float64)
         A = counts / np.maximum(total, 1.0)[:, None]
-        rng = np.random.default_rng(seed)
-        n_ok = int(ok.sum())
-        pool = np.sort(rng.choice(n_ok, size=min(MAX_POOL, n_ok), replace=False))
-        Dpool = D[pool] - D[pool].mean(axis=0)
-        q = len(pool)
-        iu = np.triu_indices(q)
-        pairs = np.empty((q, q), dtype=np.int64)
-        pairs[iu] = np.arange(len(iu[0]))
-        pairs[(iu[1], iu[0])] = np.arange(len(iu[0]))
         well_var = plates.control_var[ok].astype(np.float64).mean(axis=0)
-        return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, pool, Dpool, pairs, layout,
-                   counts.sum(axis=1))
-
-    def gram(self, w: np.ndarray) -> np.ndarray:
-        """(n, n_pairs) sum_g w_cg Dpool_p Dpool_q for the upper-triangle pairs of the pool, the
-        diagonal less the plate mean's sampling noise (so E over plates is the plate variance)."""
-        q = len(self.pool)
-        iu = np.triu_indices(q)
-        prods = self.Dpool[iu[0]] * self.Dpool[iu[1]]                       # (pairs, G)
-        diag = iu[0] == iu[1]
-        prods[diag] -= self.N[self.pool]
-        return np.atleast_2d(w) @ prods.T
+        return cls(D, plates.noise_variance(), A, plates.plate_variance(), well_var, layout, counts.sum(axis=1))
 
 
 @dataclass
@@ -136,7 +114,6 @@ class _Terms:
     """Per compound (rows in run order) the pieces of one (predictor, metric)."""
 
     base: np.ndarray        # sum W r^2 less the noise o_c adds
-    cross: np.ndarray       # (C, Q) sum W r Dpool_q
 
 
 @dataclass
@@ -151,7 +128,6 @@ class LeaderboardEstimator:
     _fold: tuple = ()                  # (test_idx, o_c, noise) of the current fold, shared by its predictors
     _terms: dict[tuple[str, str], _Terms] = field(default_factory=dict)
     _cv: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    _gram: dict[str, np.ndarray] = field(default_factory=dict)
     _sig: dict[str, np.ndarray] = field(default_factory=dict)
     _well: dict[str, np.ndarray] = field(default_factory=dict)
     _own: dict[str, np.ndarray] = field(default_factory=dict)
@@ -186,8 +162,6 @@ class LeaderboardEstimator:
         if m is None:
             return
         w = np.broadcast_to(weights, (len(test_idx), m.D.shape[1])) if weights.ndim == 1 else weights
-        g = self._gram.setdefault(metric, np.zeros((self.n_compounds, m.pairs.max() + 1), dtype=np.float32))
-        g[test_idx] = m.gram(weights)[0] if weights.ndim == 1 else m.gram(w)
         self._sig.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.sigma2
         self._well.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.well_var
         o, noise = self._own_part(test_idx)
@@ -205,16 +179,13 @@ class LeaderboardEstimator:
             return
         t = self._terms.get(key)
         if t is None:
-            t = self._terms[key] = _Terms(np.zeros(self.n_compounds), np.zeros((self.n_compounds, len(m.pool))))
+            t = self._terms[key] = _Terms(np.zeros(self.n_compounds))
         o, noise = self._own_part(test_idx)
         r = o + resid                                                      # plate-free residual
         w = np.broadcast_to(weights, r.shape) if weights.ndim == 1 else weights
         sq = np.square(r)
         sq -= noise                                                        # less the noise o_c adds
         t.base[test_idx] = np.einsum("cg,cg->c", w, sq, dtype=np.float64)
-        del sq
-        r *= w
-        t.cross[test_idx] = r @ m.Dpool.T.astype(np.float32)
 
     # ------------------------------------------------------------------ the estimate
     def finish(self, reference: str | None = None) -> pd.DataFrame:
@@ -237,28 +208,38 @@ class LeaderboardEstimator:
         n = self.model.layout.compounds if self.model is not None else self.test_compounds
         return int(n) if n else self.n_compounds
 
-    def _draw_layouts(self, metric: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    def _draw_layouts(self, metric: str) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         """Per resample: the test compounds drawn (with replacement, as many as the test set has),
-        the k training plates standing in for the new ones, each compound's wells' shares on them
-        (n, k), and the mean predictor-free offset term kappa sum W nu^2."""
+        the k training plates standing in for the new ones, and their shares of the test set's wells."""
         rng = np.random.default_rng(self.seed)
         n, m = self._n_test(), self.model
         if m is None:
-            return [(rng.integers(0, self.n_compounds, n), None, None, 0.0) for _ in range(self.resamples)]
-        k, reps, q = m.layout.plates, m.layout.replicates, len(m.pool)
-        kappa = self.coupling(metric)
-        gram = self._gram[metric]
+            return [(rng.integers(0, self.n_compounds, n), None, None) for _ in range(self.resamples)]
+        k, reps, n_plates = m.layout.plates, m.layout.replicates, m.A.shape[1]
         out = []
-        rows = np.repeat(np.arange(n), reps)
         for _ in range(self.resamples):
             idx = rng.integers(0, self.n_compounds, n)
-            plates = rng.choice(q, size=k, replace=k > q)
-            b = np.zeros((n, k))
-            np.add.at(b, (rows, rng.integers(0, k, size=n * reps)), 1.0 / reps)
-            g = gram[idx[:, None], m.pairs[plates][:, plates].reshape(1, -1)].reshape(n, k, k)
-            quad = float(np.einsum("cj,cjl,cl->c", b, g, b).mean())
-            out.append((idx, plates, b, kappa * quad))
+            plates = rng.choice(n_plates, size=k, replace=k > n_plates)
+            shares = np.bincount(rng.integers(0, k, size=n * reps), minlength=k) / (n * reps)
+            out.append((idx, plates, shares))
         return out
+
+    def plate_excess(self, cv: np.ndarray) -> np.ndarray:
+        """(P,) each usable plate's excess on the per-compound score, shrunk to the between-plate
+        variance: least squares of cv_c - mean on the shares a_cp, then the sampling noise of the
+        coefficients (residual variance x diag (A'A)^-1) is taken out of their spread."""
+        a = self.model.A
+        y = cv - cv.mean()
+        gram = a.T @ a + 1e-9 * np.eye(a.shape[1])
+        inv = np.linalg.inv(gram)
+        delta = inv @ (a.T @ y)
+        resid = y - a @ delta
+        dof = max(len(y) - a.shape[1], 1)
+        noise = float(resid @ resid) / dof * np.diag(inv)
+        spread = float(np.var(delta, ddof=1)) if len(delta) > 1 else 0.0
+        between = max(spread - float(noise.mean()), 0.0)
+        centred = delta - delta.mean()
+        return centred * np.sqrt(between / spread) if spread > 0 else centred * 0.0
 
     def _one(self, pred: str, metric: str, cv: np.ndarray, layouts) -> tuple[float, float, float, float, float]:
         m = self.model
@@ -269,11 +250,10 @@ class LeaderboardEstimator:
         t = self._terms[(pred, metric)]
         f = m.test_fraction()
         expected = self._expected(t.base, cv, f)
-        kappa = self.coupling(metric)
-        offset = np.array([float(np.mean(-2.0 * np.sqrt(kappa) * (b * t.cross[idx[:, None], plates[None, :]]).sum(1)))
-                           + quad for idx, plates, b, quad in layouts])
-        draws = np.array([expected[idx].mean() for idx, *_ in layouts]) + offset - offset.mean()
+        excess = self.plate_excess(cv)
+        draws = np.array([expected[idx].mean() + float(shares @ excess[plates]) for idx, plates, shares in layouts])
         lo, hi = np.quantile(draws, [0.025, 0.975])
+        kappa = self.coupling(metric)
         floor = float(np.mean(self._well[metric] / m.layout.replicates + kappa * self._sig[metric] * f))
         return float(expected.mean()), float(lo), float(hi), float(expected.mean() - cv.mean()), floor
 
