@@ -77,7 +77,7 @@ class EstimateOptions:
     """The leaderboard estimate's assumptions about the test set (the contest: 6 new plates)."""
 
     test_plates: int = 6
-    test_compounds: int = 1064        # compounds the leaderboard averages over
+    test_compounds: int = 1064        # compounds the leaderboard averages over (0: as many as the CV set)
     test_replicates: int = 0          # wells per test compound; 0 = the training median
     resamples: int = 1000
 
@@ -232,7 +232,7 @@ def _parse_estimate(table: Any, source: str | None) -> EstimateOptions:
     return EstimateOptions(
         test_plates=_check_int(table.get("test_plates", d.test_plates), source, "estimate.test_plates", 1),
         test_compounds=_check_int(table.get("test_compounds", d.test_compounds), source,
-                                  "estimate.test_compounds", 1),
+                                  "estimate.test_compounds", 0),
         test_replicates=_check_int(table.get("test_replicates", d.test_replicates), source,
                                    "estimate.test_replicates", 0),
         resamples=_check_int(table.get("resamples", d.resamples), source, "estimate.resamples", 10),

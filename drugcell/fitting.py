@@ -63,6 +63,8 @@ def run_config(run: str | Path) -> RunConfig:
         raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
     try:
         raw = json.loads(man.read_text())["config"]
+        if not isinstance(raw, dict):
+            raise TypeError(f"its config is {type(raw).__name__}, not a table")
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise DrugcellInputError(f"{man} is damaged or not a `drugcell cv` manifest ({exc}); re-run `drugcell cv`") from None
     return config_from_dict(raw, source=str(man))
@@ -123,7 +125,8 @@ def fit_model(data: str | Path, predictor: str | None, out: str | Path, *, confi
     seed = cfg_seed if seed is None else int(seed)
     es = ExpressionSet.load(data)
     t0 = time.perf_counter()
-    model = fit_spec(es, spec, seed, metric=metric)
+    fit_metric = run_config(from_run).metrics[0] if from_run is not None else metric  # as the CV run fitted it
+    model = fit_spec(es, spec, seed, metric=fit_metric)
     seconds = time.perf_counter() - t0
     source = None if config is None else str(config)
     info = TrainInfo.from_expression_set(es, seed=seed, fit_s=round(seconds, 2), config_source=source,

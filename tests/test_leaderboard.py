@@ -160,3 +160,23 @@ def test_interval_covers_the_held_out_test_plates_on_a_simulated_set(tmp_path):
         assert row.floor < row.estimate
     assert "## Leaderboard estimate" in (tmp_path / "run" / "summary.md").read_text()
     assert res.estimate is not None
+
+
+def test_plate_excess_survives_an_empty_plate_and_twin_plates():
+    """A usable plate with no library compound, or two plates that always hold the same compounds,
+    must not wipe out the plate term (a singular A'A used to)."""
+    rng = np.random.default_rng(11)
+    n_comp, n_plates = 2000, 12
+    plate_of = rng.integers(0, n_plates, size=(n_comp, 2))
+    plate_of[:, 1] = np.where(plate_of[:, 0] == 10, 11, plate_of[:, 1])   # plates 10 and 11: twins
+    plate_of[:, 1] = np.where(plate_of[:, 1] == 10, plate_of[:, 0], plate_of[:, 1])
+    plate_of[:, 0] = np.where(plate_of[:, 0] == 11, 0, plate_of[:, 0])
+    counts = compound_plate_counts(np.repeat(np.arange(n_comp), 2), plate_of.ravel(), n_comp, n_plates + 1)
+    lay = PlateLayout([f"P{i}" for i in range(n_plates + 1)], counts, rng.normal(0, 0.3, (n_plates + 1, 3)),
+                      np.full((n_plates + 1, 3), 0.02), np.full(n_plates + 1, 8))   # plate 12: DMSO only
+    model = PlateModel.from_layout(lay, TestLayout(plates=2, replicates=2, compounds=500))
+    assert not model.estimable()[-1]
+    planted = rng.normal(0, 0.1, n_plates + 1)
+    cv = rng.gamma(4.0, 0.1, n_comp) + model.A @ planted
+    got = LeaderboardEstimator(n_comp, model, resamples=10).plate_excess(cv)
+    assert len(got) == int(model.estimable().sum()) and np.std(got) > 0.5 * np.std(planted[:n_plates])

@@ -21,7 +21,8 @@ def fit(
         help="A `drugcell cv` run dir: take the predictor from its config and save the std calibrator "
              "fitted on its held-out folds with the model.")] = None,
     metric: Annotated[str, typer.Option(
-        help="Metric under which --from-run's choice is read (and predictors that select under one fit).")] = "mejia",
+        help="Metric under which --from-run's choice is read (predictors that select under a metric refit "
+             "under the run's first metric, as in its CV).")] = "mejia",
     select: Annotated[Optional[str], typer.Option(
         help="Override the run's choice rule: 'simplest' or 'lowest' (lowest mean, the old rule).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
@@ -30,8 +31,11 @@ def fit(
         "--calibrate-std/--raw-std", help="With --from-run: save the run's std calibrator with the model.")] = True,
 ) -> None:
     """Fit one predictor on every training compound and save it (no pickle: JSON + npz)."""
+    from drugcell.errors import DrugcellInputError
     from drugcell.fitting import chosen_from_run, fit_model, run_config
 
+    if select is not None and from_run is None:
+        raise DrugcellInputError("--select applies to --from-run's choice; pass --from-run RUN_DIR (or drop --select)")
     if from_run is not None and predictor is None:
         choice = chosen_from_run(Path(from_run), run_config(from_run), metric, select)
         typer.echo(f"chosen from {from_run}: {choice.predictor} (rule '{choice.rule}'). {choice.reason}")

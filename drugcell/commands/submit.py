@@ -37,7 +37,8 @@ def submit(
     """Refit on every training compound, audit against the test set, predict, validate, write."""
     from drugcell.calibration.calibrator import calibrator_for_run
     from drugcell.data.expression_set import ExpressionSet
-    from drugcell.fitting import resolve_predictor
+    from drugcell.errors import DrugcellInputError
+    from drugcell.fitting import resolve_predictor, run_config
     from drugcell.submission import make_submission
 
     if from_run is not None and predictor is None:
@@ -47,13 +48,17 @@ def submit(
         typer.echo(f"chosen from {from_run}: {choice.predictor} (rule '{choice.rule}'). {choice.reason}")
         predictor = choice.predictor
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
+    if select is not None and from_run is None:
+        raise DrugcellInputError("--select applies to --from-run's choice; pass --from-run RUN_DIR (or drop --select)")
+    # predictors that select under a metric refit under the one their CV run used
+    fit_metric = run_config(from_run).metrics[0] if from_run is not None else metric
     es = ExpressionSet.load(data)
     calibrator = calibrator_for_run(from_run, spec.name) if (from_run and calibrate_std) else None
     if calibrator is not None:
         typer.echo(calibrator.describe())
     result = make_submission(es, spec, test_compounds, gene_filter, out,
                              seed=cfg_seed if seed is None else seed, write_std=std, calibrator=calibrator,
-                             save_model_dir=save_model, metric=metric)
+                             save_model_dir=save_model, metric=fit_metric)
     typer.echo(result.audit_line)
     typer.echo(f"{spec.name}: {result.n_compounds} compounds x {result.n_genes} genes = {result.n_rows} rows "
                f"validated; fallbacks {result.info.get('n_fallback', 0):.0f}, clipped cells "

@@ -11,6 +11,8 @@ is :mod:`drugcell.evaluation.leaderboard`.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +111,7 @@ class PlateLayout:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{f: z[f] for f in _FIELDS})
-        except Exception as exc:  # a damaged zip raises BadZipFile, EOFError or zlib.error as well
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, DrugcellInputError) as exc:
             raise DrugcellInputError(f"{path} is damaged or incomplete ({exc}); re-run `drugcell load`") from exc
 
 

@@ -298,7 +298,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
                                elapsed, assignment.describe(), choices=choices, estimate=estimate,
                                uncertainty=uncertainty, scores=scores,
-                               has_plates=rec.estimator.model is not None, no_plates_reason=_no_plates(es))
+                               has_plates=rec.estimator.model is not None, no_plates_reason=_no_plates(es, config))
     write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
@@ -310,7 +310,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,
                     headline=(choice_markdown(choices) + estimate_markdown(
-                        estimate, config, scores, rec.estimator.model is not None, _no_plates(es))
+                        estimate, config, scores, rec.estimator.model is not None, _no_plates(es, config))
                         + ranking_markdown(summary)).rstrip(),
                     choices=choices,
                     estimate=estimate)
@@ -328,14 +328,16 @@ def _estimator(es, config: RunConfig):
                                 test_compounds=config.estimate.test_compounds)
 
 
-def _no_plates(es) -> str:
+def _no_plates(es, config: RunConfig) -> str:
     """Why a run has no plate-aware estimate (empty when it has one)."""
     if es.plates is None:
         if int(es.info.get("cache_format_version", 3)) < 3:
             return "the cache predates plate layouts: re-run `drugcell load` to record them"
         return "the data set records no plates (e.g. L1000 adapters)"
     n = int(es.plates.usable().sum())
-    return "" if n >= 3 else f"only {n} plate(s) with two or more DMSO wells; 3 are needed"
+    if n < 3:
+        return f"only {n} plate(s) with two or more DMSO wells; 3 are needed"
+    return "" if _estimator(es, config).model is not None else "fewer than 3 plates hold enough library compounds"
 
 
 def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) -> dict[str, Any]:

@@ -88,6 +88,10 @@ class PlateModel:
         self.D32 = self.D.astype(np.float32)
         self.N32 = self.N.astype(np.float32)
 
+    def estimable(self) -> np.ndarray:
+        """(P,) plates whose score excess can be estimated: wells of at least ``MIN_CLASS`` compounds."""
+        return (self.A > 0).sum(axis=0) >= MIN_CLASS
+
     def own_fraction(self) -> np.ndarray:
         """(C,) f_c = sum_p a_cp^2: the share of one plate's variance in a training compound's truth."""
         return (self.A ** 2).sum(axis=1)
@@ -99,7 +103,8 @@ class PlateModel:
     @classmethod
     def from_layout(cls, plates: PlateLayout, layout: TestLayout, seed: int = 0) -> PlateModel | None:
         ok = plates.usable()
-        if ok.sum() < 3:
+        n_estimable = int(((plates.compound_counts[:, ok] > 0).sum(axis=0) >= MIN_CLASS).sum())
+        if ok.sum() < 3 or n_estimable < 3:
             return None
         D = plates.deviations()
         counts = plates.compound_counts[:, ok].astype(np.float64)
@@ -204,7 +209,8 @@ class LeaderboardEstimator:
         return _gap_closed(out, reference)
 
     def _n_test(self) -> int:
-        """Compounds in the test set: the leaderboard is a mean over these, not over the training set."""
+        """Compounds in the test set: the leaderboard is a mean over these, not over the training set
+        (0: the training set's size)."""
         n = self.model.layout.compounds if self.model is not None else self.test_compounds
         return int(n) if n else self.n_compounds
 
@@ -215,7 +221,7 @@ class LeaderboardEstimator:
         n, m = self._n_test(), self.model
         if m is None:
             return [(rng.integers(0, self.n_compounds, n), None, None) for _ in range(self.resamples)]
-        k, reps, n_plates = m.layout.plates, m.layout.replicates, m.A.shape[1]
+        k, reps, n_plates = m.layout.plates, m.layout.replicates, int(m.estimable().sum())
         out = []
         for _ in range(self.resamples):
             idx = rng.integers(0, self.n_compounds, n)
@@ -225,13 +231,14 @@ class LeaderboardEstimator:
         return out
 
     def plate_excess(self, cv: np.ndarray) -> np.ndarray:
-        """(P,) each usable plate's excess on the per-compound score, shrunk to the between-plate
-        variance: least squares of cv_c - mean on the shares a_cp, then the sampling noise of the
-        coefficients (residual variance x diag (A'A)^-1) is taken out of their spread."""
-        a = self.model.A
+        """(P',) the excess on the per-compound score of each plate the test draws come from
+        (:meth:`PlateModel.estimable`), shrunk to the between-plate variance: least squares of
+        cv_c - mean on the shares a_cp (pseudo-inverse: plates that always hold the same compounds
+        split their effect), then the coefficients' sampling noise (residual variance x diag of the
+        pseudo-inverse) is taken out of their spread."""
+        a = self.model.A[:, self.model.estimable()]
         y = cv - cv.mean()
-        gram = a.T @ a + 1e-9 * np.eye(a.shape[1])
-        inv = np.linalg.inv(gram)
+        inv = np.linalg.pinv(a.T @ a)
         delta = inv @ (a.T @ y)
         resid = y - a @ delta
         dof = max(len(y) - a.shape[1], 1)

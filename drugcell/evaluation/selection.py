@@ -66,6 +66,9 @@ def choose(scores: pd.DataFrame, comparisons: pd.DataFrame | None, metric: str,
         raise DrugcellInputError("rule 'simplest' needs the bootstrap table with Holm p-values "
                                  "(comparisons.parquet from this version); re-run `drugcell cv`, or pass --select lowest")
     comp = comparisons[comparisons["metric"] == metric]
+    if comp.empty:
+        raise DrugcellInputError(f"the bootstrap table has no pairs under metric {metric!r}; re-run `drugcell cv` "
+                                 "with that metric, or pass --select lowest")
     n_res = int(comp["n_resamples"].iloc[0]) if "n_resamples" in comp.columns and len(comp) else 0
     if n_res and len(comp) / n_res >= alpha:
         # Holm over m pairs cannot go below m / B: no difference could ever be significant, and
