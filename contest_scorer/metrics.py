@@ -22,6 +22,27 @@ COMPOUND_COL = "compound"
 GENE_COL = "gene_id"
 EXPRESSION_COL = "expression"
 PRED_COL = "predicted_expression"
+#: how far a compound's weights may sum from 1 (the official file is float16: sums drift ~1e-3)
+WEIGHT_SUM_TOL = 1e-2
+
+
+def validate_weights(w: np.ndarray, *, per_compound: bool, names: object = None, tol: float = WEIGHT_SUM_TOL) -> None:
+    """Refuse weights that cannot be Mejia (or per-gene) weights: NaN/inf, negative values, or a
+    compound's column (per-gene weights: the vector) not summing to 1 within ``tol``."""
+    w = np.asarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ScoringError(f"weights contain {int((~np.isfinite(w)).sum())} NaN/inf value(s); every scored "
+                           "(gene, compound) needs a finite weight")
+    if (w < 0).any():
+        raise ScoringError(f"weights contain {int((w < 0).sum())} negative value(s); Mejia weights are >= 0")
+    sums = w.sum(axis=0) if per_compound else np.atleast_1d(w.sum())
+    off = np.abs(sums - 1.0) > tol
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        label = names[i] if names is not None and per_compound else ("the per-gene weights" if not per_compound else i)
+        raise ScoringError(
+            f"weights of {int(off.sum())} compound(s) do not sum to 1 over the scored genes (within {tol:g}), e.g. "
+            f"{label}: {sums[i]:.6g}; pass the official weights restricted to the gene filter, or renormalise")
 
 
 # --------------------------------------------------------------------------- numpy fast paths
@@ -151,18 +172,37 @@ def _strict_pivot(df: pd.DataFrame, value_col: str, *, name: str) -> tuple[pd.Da
 
 
 def wmse(truth: object, prediction: object, weights: object) -> pd.Series:
-    """Per-compound wMSE of aligned genes x compounds matrices; weights per gene or per compound."""
+    """Per-compound wMSE of genes x compounds matrices, paired by label (gene ids as rows, compound
+    ids as columns; the prediction is reordered to the truth's labels); weights per gene or per
+    compound, validated (:func:`validate_weights`). Refuses differing labels, NaN/inf and negative
+    predictions."""
     t = pd.DataFrame(truth)
     p = pd.DataFrame(prediction)
     if t.shape != p.shape:
         raise ScoringError(f"shape mismatch: truth {t.shape} vs prediction {p.shape}")
+    for axis, (a, b) in (("gene", (t.index, p.index)), ("compound", (t.columns, p.columns))):
+        if set(map(str, a)) != set(map(str, b)) or len(set(map(str, a))) != len(a):
+            lack = sorted(set(map(str, a)) - set(map(str, b)))
+            raise ScoringError(f"prediction and truth {axis} labels differ (or repeat): {len(lack)} truth "
+                               f"{axis}(s) not in the prediction, e.g. {show_ids(lack)}")
+    t.index, t.columns = t.index.astype(str), t.columns.astype(str)
+    p.index, p.columns = p.index.astype(str), p.columns.astype(str)
+    p = p.loc[t.index, t.columns]
+    tv = pd.DataFrame(t).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    pv = pd.DataFrame(p).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    for name, v in (("truth", tv), ("prediction", pv)):
+        if not np.isfinite(v).all():
+            raise ScoringError(f"{name} has {int((~np.isfinite(v)).sum())} NaN/inf/non-numeric value(s)")
+    if (pv < 0).any():
+        raise ScoringError(f"prediction has {int((pv < 0).sum())} negative value(s); log2(CPM+1) is >= 0, clip at 0")
     if isinstance(weights, pd.DataFrame):
         w = _align_weight_frame(weights, t.index, t.columns).to_numpy()
     elif isinstance(weights, pd.Series):
         w = _align_weight_series(weights, t.index).to_numpy()
     else:
         w = np.asarray(weights, dtype=np.float64)
-    out = per_compound_wmse(t.to_numpy().T, p.to_numpy().T, w)
+    validate_weights(w, per_compound=w.ndim == 2, names=list(t.columns))
+    out = per_compound_wmse(tv.T, pv.T, w)
     return pd.Series(out, index=t.columns, name="wmse")
 
 
@@ -262,4 +302,9 @@ def score_compounds(
 
 def aggregate_leaderboards(per_compound: pd.DataFrame) -> dict[str, object]:
     """Leaderboard summary: compound count and the plain mean of per-compound wMSE."""
-    return {"n_compounds": len(per_compound), "wmse_mean": float(per_compound["wmse"].mean()) if len(per_compound) else float("nan")}
+    values = pd.to_numeric(per_compound["wmse"], errors="coerce").to_numpy(dtype=np.float64)
+    if len(values) and not np.isfinite(values).all():
+        bad = list(per_compound.index[~np.isfinite(values)])
+        raise ScoringError(f"{len(bad)} compound(s) have no finite wMSE (e.g. {show_ids(bad)}); a leaderboard "
+                           "over the others would silently average fewer compounds")
+    return {"n_compounds": len(per_compound), "wmse_mean": float(values.mean()) if len(values) else float("nan")}

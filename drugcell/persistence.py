@@ -35,7 +35,7 @@ from drugcell.calibration.calibrator import Calibrator
 from drugcell.defaults import COMPOUND_COL, MORGAN_BITS, MORGAN_RADIUS, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
-from drugcell.provenance import atomic_dir, provenance
+from drugcell.provenance import atomic_dir, provenance, strict_json
 
 FORMAT = "drugcell.model"
 #: 2 adds the optional calibrator.json (version 1 folders still load: they have none).
@@ -158,16 +158,8 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
             "provenance": provenance(command="drugcell fit", seed=seed, data_fingerprint=info.data_fingerprint,
                                      config={"kind": predictor.kind, **predictor.get_config()}),
         }
-        (tmp / "model.json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
+        (tmp / "model.json").write_text(strict_json(meta, indent=1) + "\n")
     return final
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (np.ndarray, Path)):
-        return o.tolist() if isinstance(o, np.ndarray) else str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # ----------------------------------------------------------------------------- load

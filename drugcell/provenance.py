@@ -64,10 +64,27 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON that strict parsers accept: NaN and inf written as null (numpy values and paths converted)."""
+    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically write JSON (numpy scalars and paths are converted)."""
+    """Atomically write strict JSON (NaN/inf as null; numpy scalars and paths converted)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(strict_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -82,7 +99,7 @@ def _json_default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return str(o)  # anything else (a date, an enum) as its text, never a crash half-way through a write
 
 
 def git_commit() -> str | None:

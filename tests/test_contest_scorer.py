@@ -224,3 +224,70 @@ def test_validate_submission():
     for message, frame in cases.items():
         with pytest.raises(ScoringError, match=message):
             cs.validate_submission(frame, test_compounds=comps, gene_filter=genes)
+
+
+# ----------------------------------------------------------------------------- label alignment and weights
+def _frames(seed: int = 0, n_genes: int = 6, n_comp: int = 4):
+    rng = np.random.default_rng(seed)
+    genes = [f"g{i}" for i in range(n_genes)]
+    comps = [f"c{j}" for j in range(n_comp)]
+    truth = pd.DataFrame(rng.uniform(0, 8, (n_genes, n_comp)), index=genes, columns=comps)
+    pred = truth + rng.normal(0, 0.5, truth.shape)
+    pred = pred.clip(lower=0)
+    w = rng.random((n_genes, n_comp))
+    weights = pd.DataFrame(w / w.sum(axis=0), index=genes, columns=comps)
+    return truth, pred, weights
+
+
+def test_wmse_pairs_by_label_not_by_position():
+    truth, pred, weights = _frames()
+    base = cs.wmse(truth, pred, weights)
+    shuffled = pred.iloc[::-1, ::-1]
+    pd.testing.assert_series_equal(cs.wmse(truth, shuffled, weights), base)
+    by_hand = ((pred - truth) ** 2 * weights).sum(axis=0)
+    np.testing.assert_allclose(base.to_numpy(), by_hand.to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda p: p.rename(index={"g0": "gX"}), "gene labels differ"),
+    (lambda p: p.rename(columns={"c0": "cX"}), "compound labels differ"),
+    (lambda p: p.mask(p.index.to_series().eq("g1"), np.nan, axis=0), "NaN"),
+    (lambda p: p - 100.0, "negative"),
+])
+def test_wmse_refuses_misaligned_nan_or_negative_predictions(damage, match):
+    truth, pred, weights = _frames(1)
+    with pytest.raises(cs.ScoringError, match=match):
+        cs.wmse(truth, damage(pred), weights)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda w: w.mask(w.index.to_series().eq("g2"), np.nan, axis=0), "NaN"),
+    (lambda w: w - 0.5, "negative"),
+    (lambda w: w * 0, "do not sum to 1"),
+    (lambda w: w * 1.5, "do not sum to 1"),
+])
+def test_weights_are_validated(damage, match):
+    truth, pred, weights = _frames(2)
+    with pytest.raises(cs.ScoringError, match=match):
+        cs.wmse(truth, pred, damage(weights))
+    with pytest.raises(cs.ScoringError, match=match):  # the ndarray path too
+        cs.wmse(truth, pred, damage(weights).to_numpy())
+
+
+def test_leaderboard_refuses_a_nan_compound():
+    per = pd.DataFrame({"wmse": [0.5, np.nan, 0.7]}, index=pd.Index(["a", "b", "c"], name="compound"))
+    with pytest.raises(cs.ScoringError, match="no finite wMSE"):
+        cs.aggregate_leaderboards(per)
+    assert cs.aggregate_leaderboards(per.dropna())["wmse_mean"] == pytest.approx(0.6)
+
+
+def test_manifests_are_strict_json(tmp_path):
+    import json
+
+    from drugcell.provenance import write_json
+
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5)})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    assert back == {"a": None, "b": [1.0, None], "c": 2.5}

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from drugcell.data.plates import PlateLayout
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance
+from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance, strict_json
 
 #: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
 FORMAT = "drugcell.expression_set"
@@ -184,7 +184,7 @@ class ExpressionSet:
                 "info": {k: v for k, v in self.info.items() if k not in _LOAD_ONLY_INFO},
                 "provenance": provenance(data_fingerprint=self.fingerprint()),
             }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            (tmp / MANIFEST).write_text(strict_json(manifest, indent=2) + "\n")
         return final
 
     @classmethod
