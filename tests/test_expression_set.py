@@ -45,11 +45,30 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(mm.expression, es.expression)
 
 
-def test_save_over_existing_cache_replaces_it(tmp_path):
+def test_save_over_existing_cache_replaces_it_only_with_overwrite(tmp_path):
     make_es(seed=0).save(tmp_path / "es")
-    make_es(seed=1).save(tmp_path / "es")
+    with pytest.raises(DrugcellInputError, match="already holds an ExpressionSet cache; pass --overwrite"):
+        make_es(seed=1).save(tmp_path / "es")
+    np.testing.assert_array_equal(ExpressionSet.load(tmp_path / "es").expression, make_es(seed=0).expression)
+    make_es(seed=1).save(tmp_path / "es", overwrite=True)
     np.testing.assert_array_equal(ExpressionSet.load(tmp_path / "es").expression, make_es(seed=1).expression)
     assert [p.name for p in tmp_path.iterdir()] == ["es"]
+
+
+def test_save_never_removes_what_drugcell_did_not_write(tmp_path):
+    """#10 item 1: a user's folder or file at the path survives, even with overwrite."""
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(DrugcellInputError, match="not an ExpressionSet cache; drugcell never replaces it"):
+            make_es().save(user, overwrite=overwrite)
+    assert (user / "notes.txt").read_text() == "keep me"
+    f = tmp_path / "file"
+    f.write_text("data")
+    with pytest.raises(DrugcellInputError, match="is a file"):
+        make_es().save(f, overwrite=True)
+    assert f.read_text() == "data" and not (tmp_path / ".file.old").exists()
 
 
 def test_subset_keeps_weight_columns_aligned():

@@ -155,9 +155,11 @@ class ExpressionSet:
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the cache dir atomically (build in a temp dir, then rename into place)."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the cache dir atomically (build in a temp dir, then rename into place). An existing
+        cache is replaced only with ``overwrite``; anything else at ``path`` never is."""
         final = Path(path)
+        check_replaceable(final, overwrite)
         with atomic_dir(final) as tmp:
             for name in _ARRAYS:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
@@ -267,6 +269,25 @@ class ExpressionSet:
         info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
         info.pop("fingerprint", None)
         return replace(self, weights=w, info=info)
+
+
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Refuse to write a cache over a file, over a folder drugcell did not write as a cache (a run,
+    a model, the user's files: never, even with ``overwrite``), or over a cache without ``overwrite``."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise DrugcellInputError(f"{path} exists and is a file; choose another folder for the ExpressionSet cache")
+    if not any(path.iterdir()):
+        return
+    try:
+        _read_manifest(path)
+    except DrugcellInputError:
+        raise DrugcellInputError(
+            f"{path} is not empty and is not an ExpressionSet cache; drugcell never replaces it (even with "
+            "--overwrite): choose another folder") from None
+    if not overwrite:
+        raise DrugcellInputError(f"{path} already holds an ExpressionSet cache; pass --overwrite to replace it")
 
 
 def _read_manifest(root: Path) -> tuple[dict[str, Any], int]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from drugcell import __version__
 from drugcell.data import vcpi
 from drugcell.data.counts import _Counts, open_counts
-from drugcell.data.expression_set import MANIFEST, ExpressionSet
+from drugcell.data.expression_set import ExpressionSet, check_replaceable
 from drugcell.data.memory import _no_numpy_hugepages, _release_map, _system_arrow_pool
 from drugcell.data.pass_plan import _plan
 from drugcell.data.plates import ControlAccumulator, PlateLayout, compound_plate_counts
@@ -155,10 +155,7 @@ def load_to_cache(
 ) -> LoadSummary:
     """:func:`load_vcpi` then write the cache dir atomically (temp dir, then rename)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DrugcellInputError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise DrugcellInputError(f"output directory {out} is not an ExpressionSet cache; refusing to replace it")
+    check_replaceable(out, overwrite)  # before minutes of work
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
                             scratch_dir=out.resolve().parent)
@@ -169,7 +166,7 @@ def load_to_cache(
     es.info["fingerprint"] = fingerprint_arrays(
         es.compounds, es.genes, es.expression, es.weights, es.smiles, release=lambda: _release_map(es.expression))
     _release_map(es.expression)
-    es.save(out)
+    es.save(out, overwrite=overwrite)
     summary.seconds += time.perf_counter() - t
     return summary
 
