@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = with_overrides(load_config(args.config), folds=args.folds, metrics=["mejia"],
                          predictors=args.predictors.split(",") if args.predictors else None,
                          sets=[f"estimate.test_plates={k}", f"estimate.test_compounds={len(tc)}"])
-    res = run_cv(es, cfg, args.out / "run", progress=False)
+    res = run_cv(es, cfg, args.out / "run", progress=False, overwrite=True)
     t_cv = time.perf_counter() - t0
     truth = pd.read_parquet(args.data / "test_truth.parquet")
     weights = pd.read_parquet(args.data / "test_weights.parquet").set_index("gene_id")

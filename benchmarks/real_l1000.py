@@ -55,7 +55,7 @@ def run_one(name: str, es, folds: int, resamples: int, deep: bool, out_root: Pat
         "predictors": panel(deep, minimol),
     }, source=f"benchmarks/real_l1000.py:{name}")
     t0 = time.perf_counter()
-    res = run_cv(es, cfg, out_root / name, progress=True)
+    res = run_cv(es, cfg, out_root / name, progress=True, overwrite=True)
     wall = time.perf_counter() - t0
     table = res.summary[res.summary["metric"] == "mejia"].sort_values("rank")
     keep = [c for c in ("predictor", "mean", "fold_mean", "fold_std", "rank") if c in table.columns]

@@ -82,7 +82,7 @@ def run_demo(
     t = time.perf_counter()
     _say(f"[3/5] cv: {cfg.folds}-fold {cfg.split} split, {len(cfg.predictors)} predictors, "
          f"metrics {', '.join(cfg.metrics)} -> {out / 'run'}")
-    res = run_cv(es, cfg, out / "run", progress=progress)
+    res = run_cv(es, cfg, out / "run", progress=progress, overwrite=True)  # the demo's own folder
     timings["cv_s"] = time.perf_counter() - t
     table = res.summary
     ranking = (

@@ -305,3 +305,26 @@ def test_cli_cv_writes_a_run(tmp_path):
                                        str(tmp_path / f"run_{flag}"), "--metric", flag, "--no-progress"])
         assert res.exit_code == 0, res.output
         assert set(pd.read_parquet(tmp_path / f"run_{flag}" / "scores.parquet").metric) == want
+
+
+def test_out_never_mixes_two_runs_and_never_takes_a_foreign_folder(tmp_path):
+    """#10 item 2: an earlier run is replaced only with overwrite, and then cleared first; a cache or
+    the user's folder is never written into, even with overwrite."""
+    es = toy_es(n_templates=3, n_per=6)
+    cfg = small_config(bootstrap_resamples=50)
+    run = tmp_path / "run"
+    run_cv(es, cfg, run, progress=False)
+    (run / "stale_from_an_old_run.parquet").write_text("old")
+    with pytest.raises(DrugcellInputError, match="already holds a `drugcell cv` run; pass --overwrite"):
+        run_cv(es, cfg, run, progress=False)
+    run_cv(es, cfg, run, progress=False, overwrite=True)
+    assert not (run / "stale_from_an_old_run.parquet").exists() and (run / "scores.parquet").is_file()
+    cache = es.save(tmp_path / "cache")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for target in (cache, mine):
+        with pytest.raises(DrugcellInputError, match="not a `drugcell cv` run; drugcell never writes into it"):
+            run_cv(es, cfg, target, progress=False, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert ExpressionSet.load(cache).n_compounds == es.n_compounds  # the cache's manifest is intact

@@ -44,6 +44,8 @@ def cv(
     select: Annotated[Optional[str], typer.Option(
         help="Model choice: 'simplest' (the simplest predictor no other beats significantly, Holm-corrected "
              "paired bootstrap; the default) or 'lowest' (lowest mean, the old rule).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier `drugcell cv` run in --out (its files are removed first).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
@@ -57,8 +59,11 @@ def cv(
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_, select=select,
     )
+    from drugcell.evaluation.cv import check_run_dir
+
+    check_run_dir(out, overwrite)  # refuse before loading the data and minutes of work
     es = ExpressionSet.load(data)
-    result = run_cv(es, cfg, out, progress=progress)
+    result = run_cv(es, cfg, out, progress=progress, overwrite=overwrite)
     typer.echo(result.headline)
     typer.echo(f"the full report (bootstrap, fallbacks, leak audit): {result.out_dir / 'summary.md'}")
     typer.echo(f"wrote {result.out_dir} (chosen under {cfg.metrics[0]}: {result.best(cfg.metrics[0])}, "

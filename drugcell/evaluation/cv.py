@@ -260,9 +260,43 @@ def _run_folds(es, config: RunConfig, fold_of: np.ndarray, rec: _Recorder, stage
     bar.close()
 
 
-def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> CVResult:
+def check_run_dir(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` holds an earlier run to clear; raises when drugcell must not write there:
+    a file, a non-empty folder that is not a `drugcell cv` run (even with ``overwrite``), or an
+    earlier run without ``overwrite``."""
+    import json
+
+    if out.exists() and not out.is_dir():
+        raise DrugcellInputError(f"--out {out} is a file; choose a folder for the run")
+    if out.exists() and any(out.iterdir()):
+        try:
+            command = json.loads((out / "manifest.json").read_text()).get("command")
+        except (OSError, ValueError, AttributeError):
+            command = None
+        if command != "drugcell cv":
+            raise DrugcellInputError(f"--out {out} is not empty and is not a `drugcell cv` run; drugcell never "
+                                     "writes into it (even with --overwrite): choose another folder")
+        if not overwrite:
+            raise DrugcellInputError(f"--out {out} already holds a `drugcell cv` run; pass --overwrite to replace it "
+                                     "(its files are removed first, so the folder never mixes two runs)")
+        return True
+    return False
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """A run folder never mixes two runs: a new or empty folder is used as is, an earlier run is
+    removed first (only with ``overwrite``), anything else is refused (:func:`check_run_dir`)."""
+    import shutil
+
+    if check_run_dir(out, overwrite):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False) -> CVResult:
     """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
 
+    ``out_dir`` must be new or empty, or an earlier run with ``overwrite`` (:func:`prepare_run_dir`).
     Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
     """
     from drugcell.evaluation.bootstrap import compare_all
@@ -270,7 +304,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True)
     from drugcell.evaluation.summary import ranking_markdown, summarize
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out, overwrite)
     if config.output.weights_file:
         es = es.with_weights_parquet(config.output.weights_file)
     stages = _Stages()
