@@ -55,13 +55,18 @@ def read_test_compounds(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DrugcellInputError(f"test compounds file {path} not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DrugcellInputError(f"{path} is not a readable CSV ({exc}); pass the contest's test_compounds.csv") from None
     missing = [c for c in TEST_REQUIRED if c not in df.columns]
     if missing:
         raise DrugcellInputError(
             f"{path}: missing column(s) {', '.join(missing)}; expected the contest layout "
             "compound,compound_name,...,smiles,inchi_key"
         )
+    if df.empty:
+        raise DrugcellInputError(f"{path} has a header but no compound rows; a submission needs the test compounds")
     df[COMPOUND_COL] = df[COMPOUND_COL].str.strip()
     empty = np.flatnonzero(df[COMPOUND_COL].eq("").to_numpy())
     if len(empty):

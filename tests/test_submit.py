@@ -248,3 +248,17 @@ def test_cli_submit_from_run_saves_the_calibrated_model(tmp_path):
     a = pd.read_parquet(tmp_path / "r.std.parquet")["predicted_std"].to_numpy()
     b = pd.read_parquet(tmp_path / "c.std.parquet")["predicted_std"].to_numpy()
     np.testing.assert_allclose(b, a * np.float32(saved.scale), rtol=1e-6)
+
+
+def test_empty_or_unreadable_test_compounds_are_refused(tmp_path):
+    """#10 item 10: a header-only file gave a 'validated' 0-row submission; a 0-byte file crashed."""
+    from drugcell.submission import read_test_compounds
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("compound,compound_name,smiles,inchi_key\n")
+    with pytest.raises(DrugcellInputError, match="header but no compound rows"):
+        read_test_compounds(header_only)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DrugcellInputError, match="not a readable CSV"):
+        read_test_compounds(empty)
