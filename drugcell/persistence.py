@@ -171,8 +171,11 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
         raise DrugcellInputError(f"{root} is not a saved model (no model.json); create one with `drugcell fit`")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DrugcellInputError(f"{path}: not valid JSON ({exc}); refit the model") from None
+    if not isinstance(meta, dict):
+        raise DrugcellInputError(f"{path}: not a drugcell model file (a JSON {type(meta).__name__}, not an object); "
+                                 "refit the model")
     if meta.get("format") != FORMAT:
         raise DrugcellInputError(f"{path}: not a drugcell model file (format {meta.get('format')!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:

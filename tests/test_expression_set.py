@@ -182,3 +182,16 @@ def test_missing_cache_file_is_refused_naming_it(tmp_path, missing):
     with pytest.raises(DrugcellInputError, match=f"{re.escape(str(root))} is incomplete: .*{re.escape(missing)} is "
                                                  "missing; re-run `drugcell load`"):
         ExpressionSet.load(root)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda root: (root / "expression.npy").write_bytes((root / "expression.npy").read_bytes()[:100]), "expression.npy is damaged"),
+    (lambda root: (root / "compounds.parquet").write_bytes(b"not parquet"), "compounds.parquet is damaged"),
+    (lambda root: pd.DataFrame({"x": [1]}).to_parquet(root / "genes.parquet"), "genes.parquet lacks column"),
+])
+def test_a_damaged_cache_file_is_named(tmp_path, damage, match):
+    """#10 item 8: a truncated array or a corrupt table gave a raw traceback."""
+    root = make_es().save(tmp_path / "es")
+    damage(root)
+    with pytest.raises(DrugcellInputError, match=match):
+        ExpressionSet.load(root)

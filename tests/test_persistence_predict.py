@@ -354,3 +354,12 @@ def test_fusion_reloaded_in_a_fresh_process_predicts_identically(tmp_path, cache
     std = long.pivot(index="compound", columns="gene_id", values="predicted_std").loc[QUERY[:3], es.genes]
     np.testing.assert_allclose(mean.to_numpy(), expected.mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(std.to_numpy(), expected.std, rtol=1e-6, atol=1e-6)
+
+
+def test_model_json_that_is_not_an_object_is_refused(tmp_path):
+    """#10 item 8: model.json = [] gave a raw AttributeError."""
+    from drugcell.persistence import read_model_meta
+
+    (tmp_path / "model.json").write_text("[]")
+    with pytest.raises(DrugcellInputError, match="not an object"):
+        read_model_meta(tmp_path)

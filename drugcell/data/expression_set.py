@@ -199,10 +199,11 @@ class ExpressionSet:
             if not (root / name).is_file():
                 raise DrugcellInputError(f"ExpressionSet cache {root} is incomplete: {root / name} is missing; {_REBUILD}")
         mode = "r" if mmap else None
-        arrays = {name: np.load(root / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
-        comp = pd.read_parquet(root / _COMPOUNDS)
-        genes = pd.read_parquet(root / _GENES)[GENE_COL].to_numpy()
-        controls = pd.read_parquet(root / _CONTROLS)[COMPOUND_COL].to_numpy()
+        arrays = {name: _read(root / f"{name}.npy", lambda p: np.load(p, mmap_mode=mode, allow_pickle=False))
+                  for name in _ARRAYS}
+        comp = _read(root / _COMPOUNDS, pd.read_parquet, (COMPOUND_COL, SMILES_COL, _INCHIKEY_COL, _N_REPLICATES_COL))
+        genes = _read(root / _GENES, pd.read_parquet, (GENE_COL,))[GENE_COL].to_numpy()
+        controls = _read(root / _CONTROLS, pd.read_parquet, (COMPOUND_COL,))[COMPOUND_COL].to_numpy()
         info = dict(manifest.get("info", {}))
         info["fingerprint"] = manifest.get("data_fingerprint", info.get("fingerprint"))
         info["path"] = str(root.resolve())
@@ -269,6 +270,19 @@ class ExpressionSet:
         info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
         info.pop("fingerprint", None)
         return replace(self, weights=w, info=info)
+
+
+def _read(path: Path, reader, columns: tuple[str, ...] = ()):
+    """One cache file; a truncated or damaged file, or a missing column, is a clear error naming it."""
+    try:
+        out = reader(path)
+    except Exception as exc:  # numpy/pyarrow raise many types (ValueError, EOFError, ArrowInvalid, OSError)
+        raise DrugcellInputError(f"ExpressionSet cache file {path} is damaged ({type(exc).__name__}: {exc}); "
+                                 f"{_REBUILD}") from None
+    lacking = [c for c in columns if c not in out.columns]
+    if lacking:
+        raise DrugcellInputError(f"ExpressionSet cache file {path} lacks column(s) {', '.join(lacking)}; {_REBUILD}")
+    return out
 
 
 def check_replaceable(path: Path, overwrite: bool) -> None:
