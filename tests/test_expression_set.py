@@ -195,3 +195,26 @@ def test_a_damaged_cache_file_is_named(tmp_path, damage, match):
     damage(root)
     with pytest.raises(DrugcellInputError, match=match):
         ExpressionSet.load(root)
+
+
+@pytest.mark.parametrize("field_name, value, match", [
+    ("expression", np.nan, "expression has NaN/inf"),
+    ("weights", np.inf, "weights has NaN/inf"),
+    ("weights", -0.1, "weights are negative"),
+    ("n_replicates", 0, "n_replicates is 0"),
+])
+def test_bad_values_are_refused_naming_a_compound(field_name, value, match):
+    """#10 item 9 and the ExpressionSet list: NaN crashed cv later, blaming a predictor."""
+    es = make_es()
+    arr = np.array(getattr(es, field_name), copy=True)
+    if arr.ndim == 2 and field_name == "weights":
+        arr[0, 2] = value
+    elif arr.ndim == 2:
+        arr[2, 0] = value
+    else:
+        arr[2] = value
+    kwargs = {f: getattr(es, f) for f in ("compounds", "genes", "expression", "weights", "n_replicates", "control",
+                                           "smiles", "inchikey")}
+    kwargs[field_name] = arr
+    with pytest.raises(DrugcellInputError, match=match + r".*1002"):
+        ExpressionSet(**kwargs)

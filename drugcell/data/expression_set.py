@@ -63,6 +63,7 @@ class ExpressionSet:
     control_weights: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     plates: PlateLayout | None = None   # plate layout and per-plate DMSO profile (VCPI-layout data)
+    values_checked: bool = field(default=False, repr=False, compare=False)  # a subset of a checked set
 
     def __post_init__(self) -> None:
         self.compounds = _str_array(self.compounds)
@@ -102,6 +103,27 @@ class ExpressionSet:
             raise DrugcellInputError("ExpressionSet has duplicate gene ids")
         if self.plates is not None:
             self.plates.check(c, g)
+        if not self.values_checked:
+            self._check_values()
+            self.values_checked = True
+
+    def _check_values(self) -> None:
+        """NaN/inf in the truth or weights, negative weights and replicate counts below 1 would make
+        every score downstream silently wrong: refuse them, naming a compound."""
+        for name, arr, per_row in (("expression", self.expression, True), ("weights", self.weights, False)):
+            bad_rows = _rows_with(arr, lambda b: ~np.isfinite(b), per_row)
+            if len(bad_rows):
+                raise DrugcellInputError(
+                    f"ExpressionSet.{name} has NaN/inf for {len(bad_rows)} compound(s), e.g. "
+                    f"{self.compounds[bad_rows[0]]}; rebuild the set (`drugcell load`) or drop those compounds")
+        neg = _rows_with(self.weights, lambda b: b < 0, False)
+        if len(neg):
+            raise DrugcellInputError(f"ExpressionSet.weights are negative for {len(neg)} compound(s), e.g. "
+                                     f"{self.compounds[neg[0]]}; Mejia weights are >= 0")
+        if len(self.n_replicates) and self.n_replicates.min() < 1:
+            i = int(np.argmin(self.n_replicates))
+            raise DrugcellInputError(f"ExpressionSet.n_replicates is {int(self.n_replicates[i])} for compound "
+                                     f"{self.compounds[i]}; every compound needs at least one well")
 
     # ------------------------------------------------------------------ shape and slicing
     @property
@@ -125,6 +147,7 @@ class ExpressionSet:
             inchikey=self.inchikey[idx],
             info=dict(self.info),
             plates=None if self.plates is None else self.plates.subset(idx),
+            values_checked=self.values_checked,
         )
 
     def index_of(self, compounds: list[str] | np.ndarray) -> np.ndarray:
@@ -270,6 +293,18 @@ class ExpressionSet:
         info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
         info.pop("fingerprint", None)
         return replace(self, weights=w, info=info)
+
+
+def _rows_with(arr: np.ndarray, test, per_row: bool, chunk: int = 1024) -> np.ndarray:
+    """Compound indices where ``test`` is true anywhere: rows of (C, G) or columns of (G, C),
+    checked in chunks so a memory-mapped 14k x 13k array is never copied whole."""
+    n = arr.shape[0] if per_row else arr.shape[1]
+    found = []
+    for lo in range(0, n, chunk):
+        block = np.asarray(arr[lo:lo + chunk] if per_row else arr[:, lo:lo + chunk])
+        hit = test(block).any(axis=1 if per_row else 0)
+        found.extend((np.flatnonzero(hit) + lo).tolist())
+    return np.asarray(found, dtype=np.int64)
 
 
 def _read(path: Path, reader, columns: tuple[str, ...] = ()):
