@@ -7,7 +7,6 @@ and :mod:`drugcell.submission` import it one way (submission -> fitting -> persi
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_con
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
 from drugcell.persistence import TrainInfo, save_model
+from drugcell.provenance import read_json_object
 
 
 def resolve_predictor(
@@ -61,12 +61,9 @@ def run_config(run: str | Path) -> RunConfig:
     man = Path(run) / "manifest.json"
     if not man.is_file():
         raise DrugcellInputError(f"{run}: no manifest.json; pass the directory a `drugcell cv` run wrote")
-    try:
-        raw = json.loads(man.read_text())["config"]
-        if not isinstance(raw, dict):
-            raise TypeError(f"its config is {type(raw).__name__}, not a table")
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise DrugcellInputError(f"{man} is damaged or not a `drugcell cv` manifest ({exc}); re-run `drugcell cv`") from None
+    raw = read_json_object(man, what="`drugcell cv` manifest", fix="re-run `drugcell cv`").get("config")
+    if not isinstance(raw, dict):
+        raise DrugcellInputError(f"{man} is not a `drugcell cv` manifest (no config table); re-run `drugcell cv`")
     return config_from_dict(raw, source=str(man))
 
 

@@ -20,8 +20,6 @@ molecules in :mod:`drugcell.prediction`: both import this module, never the othe
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from drugcell.calibration.calibrator import Calibrator
 from drugcell.defaults import COMPOUND_COL, MORGAN_BITS, MORGAN_RADIUS, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
-from drugcell.provenance import atomic_dir, provenance, strict_json
+from drugcell.provenance import atomic_dir, provenance, read_json_object, sha256_file, strict_json
 
 FORMAT = "drugcell.model"
 #: 2 adds the optional calibrator.json (version 1 folders still load: they have none).
@@ -83,14 +81,6 @@ def _plain_array(name: str, a: Any) -> np.ndarray:
             raise TypeError(f"state array {name!r} holds Python objects; only numbers and strings can be saved")
         a = a.astype(str)
     return a
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- save
@@ -152,9 +142,9 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
                 "fingerprint": {"kind": "morgan_bits", "radius": FP_RADIUS, "n_bits": FP_BITS}, **info.extra,
             },
             "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in state.items()},
-            "arrays_sha256": _sha256(tmp / "arrays.npz"),
+            "arrays_sha256": sha256_file(tmp / "arrays.npz"),
             "calibrator": None if calibrator is None else {
-                "file": CALIBRATOR_FILE, "sha256": _sha256(tmp / CALIBRATOR_FILE), "scale": calibrator.scale},
+                "file": CALIBRATOR_FILE, "sha256": sha256_file(tmp / CALIBRATOR_FILE), "scale": calibrator.scale},
             "provenance": provenance(command="drugcell fit", seed=seed, data_fingerprint=info.data_fingerprint,
                                      config={"kind": predictor.kind, **predictor.get_config()}),
         }
@@ -169,13 +159,7 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     path = root / "model.json"
     if not path.is_file():
         raise DrugcellInputError(f"{root} is not a saved model (no model.json); create one with `drugcell fit`")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DrugcellInputError(f"{path}: not valid JSON ({exc}); refit the model") from None
-    if not isinstance(meta, dict):
-        raise DrugcellInputError(f"{path}: not a drugcell model file (a JSON {type(meta).__name__}, not an object); "
-                                 "refit the model")
+    meta = read_json_object(path, what="drugcell model file", fix="refit the model")
     if meta.get("format") != FORMAT:
         raise DrugcellInputError(f"{path}: not a drugcell model file (format {meta.get('format')!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
@@ -194,7 +178,7 @@ def load_model(model_dir: str | Path) -> Predictor:
     arrays_path = root / "arrays.npz"
     if not arrays_path.is_file():
         raise DrugcellInputError(f"{root}: arrays.npz is missing; the model dir is incomplete, refit it")
-    if meta.get("arrays_sha256") and _sha256(arrays_path) != meta["arrays_sha256"]:
+    if meta.get("arrays_sha256") and sha256_file(arrays_path) != meta["arrays_sha256"]:
         raise DrugcellInputError(f"{arrays_path}: checksum differs from model.json; the file is corrupt, refit")
     if meta.get("drugcell_version") != __version__:
         warnings.warn(f"{root}: saved by drugcell {meta.get('drugcell_version')}, loading with {__version__}",
@@ -220,7 +204,7 @@ def read_calibrator(model_dir: str | Path, meta: dict[str, Any] | None = None) -
     path = root / entry.get("file", CALIBRATOR_FILE)
     if not path.is_file():
         raise DrugcellInputError(f"{root}: {path.name} is listed in model.json but missing; the model dir is incomplete")
-    if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
         raise DrugcellInputError(f"{path}: checksum differs from model.json; the file is corrupt, refit")
     return Calibrator.load(path)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from drugcell import __version__
+from drugcell.errors import DrugcellInputError
 from drugcell.paths import repo_root
 
 
@@ -117,6 +118,28 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Full sha256 hex digest of one file, read in chunks (checksums in model.json, score reports)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json_object(path: str | os.PathLike[str], *, what: str, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; unreadable JSON or another type is a clear error
+    naming the file, ``what`` it should be and how to ``fix`` it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DrugcellInputError(f"{path}: not valid JSON, so not a readable {what} ({exc}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise DrugcellInputError(f"{path}: not a {what} (a JSON {type(obj).__name__}, not an object); {fix}")
+    return obj
 
 
 def fingerprint_files(paths: list[str | os.PathLike[str]], chunk: int = 1 << 20) -> str:

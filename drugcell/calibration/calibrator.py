@@ -31,7 +31,7 @@ from drugcell.calibration.grouping import (
     usable_cells,
 )
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import fingerprint_files, write_text
+from drugcell.provenance import fingerprint_files, read_json_object, write_text
 
 FORMAT = "drugcell.calibrator"
 FORMAT_VERSION = 1
@@ -179,11 +179,8 @@ class Calibrator:
         path = Path(path)
         if not path.is_file():
             raise DrugcellInputError(f"calibrator file {path} not found")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DrugcellInputError(f"{path}: not valid JSON ({exc}); refit the calibrator") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path, what="calibrator file", fix="refit the calibrator"),
+                             source=str(path))
 
 
 def _check_fields(d: dict[str, Any], source: str) -> None:

@@ -11,8 +11,6 @@ scored genes the gene filter's (default: the truth's genes).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from contest_scorer import aggregate_leaderboards, score_compounds, validate_sub
 from contest_scorer.errors import ScoringError
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_COL
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import atomic_path, provenance
+from drugcell.provenance import atomic_path, provenance, sha256_file, strict_json
 
 N_WORST = 5
 _LAYOUTS = {
@@ -151,14 +149,6 @@ def score_files(submission: Path, truth: Path, weights: Path, gene_filter: Path 
                        weights_max_sum_error=float((sums - 1.0).abs().max()) if len(sums) else 0.0)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -173,12 +163,12 @@ def write_report(path: Path, result: ScoreResult, files: dict[str, Path | None])
         "weights_max_column_sum_error": _finite_or_none(result.weights_max_sum_error),
         "worst": [{"compound": str(c), "wmse": _finite_or_none(v)} for c, v in result.worst().items()],
         "per_compound": [{"compound": str(c), "wmse": _finite_or_none(v)} for c, v in result.per_compound.items()],
-        "files": {k: None if p is None else {"path": str(Path(p).resolve()), "sha256": _sha256(Path(p))}
+        "files": {k: None if p is None else {"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
                   for k, p in files.items()},
         "provenance": provenance(command="drugcell score"),
     }
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        tmp.write_text(strict_json(report, indent=2) + "\n")
 
 
 def score(

@@ -329,10 +329,11 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True,
         with atomic_path(out / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     elapsed = time.perf_counter() - t_start
+    no_plates = _no_plates(es, rec.estimator.model)
     report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
                                elapsed, assignment.describe(), choices=choices, estimate=estimate,
                                uncertainty=uncertainty, scores=scores,
-                               has_plates=rec.estimator.model is not None, no_plates_reason=_no_plates(es, config))
+                               has_plates=not no_plates, no_plates_reason=no_plates)
     write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
@@ -344,7 +345,7 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True,
     return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,
                     headline=(choice_markdown(choices) + estimate_markdown(
-                        estimate, config, scores, rec.estimator.model is not None, _no_plates(es, config))
+                        estimate, config, scores, not no_plates, no_plates)
                         + ranking_markdown(summary)).rstrip(),
                     choices=choices,
                     estimate=estimate)
@@ -357,13 +358,13 @@ def _estimator(es, config: RunConfig):
 
     reps = config.estimate.test_replicates or max(1, int(np.median(es.n_replicates)))
     layout = TestLayout(plates=config.estimate.test_plates, replicates=reps, compounds=config.estimate.test_compounds)
-    model = None if es.plates is None else PlateModel.from_layout(es.plates, layout, seed=config.seed)
+    model = None if es.plates is None else PlateModel.from_layout(es.plates, layout)
     return LeaderboardEstimator(es.n_compounds, model, resamples=config.estimate.resamples, seed=config.seed,
                                 test_compounds=config.estimate.test_compounds)
 
 
-def _no_plates(es, config: RunConfig) -> str:
-    """Why a run has no plate-aware estimate (empty when it has one)."""
+def _no_plates(es, model) -> str:
+    """Why a run has no plate-aware estimate (empty when it has one, i.e. ``model`` is not None)."""
     if es.plates is None:
         if int(es.info.get("cache_format_version", 3)) < 3:
             return "the cache predates plate layouts: re-run `drugcell load` to record them"
@@ -371,7 +372,7 @@ def _no_plates(es, config: RunConfig) -> str:
     n = int(es.plates.usable().sum())
     if n < 3:
         return f"only {n} plate(s) with two or more DMSO wells; 3 are needed"
-    return "" if _estimator(es, config).model is not None else "fewer than 3 plates hold enough library compounds"
+    return "" if model is not None else "fewer than 3 plates hold enough library compounds"
 
 
 def _choose(scores: pd.DataFrame, comparisons: pd.DataFrame, config: RunConfig) -> dict[str, Any]:

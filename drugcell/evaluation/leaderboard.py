@@ -101,7 +101,7 @@ class PlateModel:
         return self.layout.plate_fraction()
 
     @classmethod
-    def from_layout(cls, plates: PlateLayout, layout: TestLayout, seed: int = 0) -> PlateModel | None:
+    def from_layout(cls, plates: PlateLayout, layout: TestLayout) -> PlateModel | None:
         ok = plates.usable()
         n_estimable = int(((plates.compound_counts[:, ok] > 0).sum(axis=0) >= MIN_CLASS).sum())
         if ok.sum() < 3 or n_estimable < 3:
@@ -196,13 +196,11 @@ class LeaderboardEstimator:
     def finish(self, reference: str | None = None) -> pd.DataFrame:
         """One row per (predictor, metric): columns :data:`COLUMNS`."""
         rows = []
-        draws = {}  # per metric: the test layouts drawn, shared by every predictor (paired)
+        layouts = self._draw_layouts()  # the test layouts drawn, shared by every predictor and metric (paired)
         for (pred, metric), cv in self._cv.items():
             if np.isnan(cv).any():
                 raise DrugcellInputError(f"leaderboard estimate: {pred} has no CV score for some compounds")
-            if metric not in draws:
-                draws[metric] = self._draw_layouts(metric)
-            est, lo, hi, term, floor = self._one(pred, metric, cv, draws[metric])
+            est, lo, hi, term, floor = self._one(pred, metric, cv, layouts)
             rows.append({"predictor": pred, "metric": metric, "estimate": est, "ci_low": lo, "ci_high": hi,
                          "cv_mean": float(cv.mean()), "plate_term": term, "floor": floor})
         out = pd.DataFrame(rows, columns=COLUMNS[:-2])
@@ -214,7 +212,7 @@ class LeaderboardEstimator:
         n = self.model.layout.compounds if self.model is not None else self.test_compounds
         return int(n) if n else self.n_compounds
 
-    def _draw_layouts(self, metric: str) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    def _draw_layouts(self) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         """Per resample: the test compounds drawn (with replacement, as many as the test set has),
         the k training plates standing in for the new ones, and their shares of the test set's wells."""
         rng = np.random.default_rng(self.seed)
