@@ -206,7 +206,6 @@ class KNNPredictor(Predictor):
         want_std = bool(self.params["std"])
         std = np.empty((n, n_genes), dtype=np.float32) if want_std else None
         has_all = np.zeros(n, dtype=bool)
-        y2 = np.square(self.train_y_) if want_std else None  # float32, once per predict call
         # the shared blockwise search; the neighbours are picked by neighbour_weights (its own
         # kernels and tie order, pinned by tests), so only the similarity blocks are shared
         for start, stop, sim in blocks:
@@ -218,7 +217,7 @@ class KNNPredictor(Predictor):
             block[~has] = self.mean_
             mean[start:stop] = block
             if want_std:
-                std[start:stop] = self._weighted_std(weights, block, has, y2)
+                std[start:stop] = self._weighted_std(weights, block, has)
             has_all[start:stop] = has
         info = {
             "n_unparsed": float((~ok).sum()),
@@ -246,7 +245,7 @@ class KNNPredictor(Predictor):
             n = len(self._EMB_PREFIX)
             self.embedder_.set_state({k[n:]: v for k, v in state.items() if k.startswith(self._EMB_PREFIX)})
 
-    def _weighted_std(self, weights: sp.csr_matrix, mu: np.ndarray, has: np.ndarray, y2: np.ndarray) -> np.ndarray:
+    def _weighted_std(self, weights: sp.csr_matrix, mu: np.ndarray, has: np.ndarray) -> np.ndarray:
         """Neighbour spread, shrunk towards the training spread so it is never 0.
 
         var = (n_eff * sum_j w_j (y_j - mu)^2 + c * sd_train^2) / (n_eff + c), with the Kish
@@ -257,8 +256,10 @@ class KNNPredictor(Predictor):
         prior = self.sd_.astype(np.float64) ** 2
         w = weights.astype(np.float32)  # float32 product: no float64 copy of Y^2
         # sum_j w_j (y_j - mu)^2 = sum_j w_j y_j^2 - mu^2 (the weights of a row sum to 1): one
-        # sparse product with Y^2 for the whole block instead of a Python loop over compounds
-        second = np.asarray(w @ y2, dtype=np.float64)
+        # sparse product with the squared profiles of this block's neighbours only (squaring all of
+        # Y on every call cost a 14k x 13k temporary per predict, and blend predicts in many chunks)
+        rows = np.unique(w.indices)
+        second = np.asarray(w[:, rows] @ np.square(self.train_y_[rows]), dtype=np.float64)
         var = np.maximum(second - mu.astype(np.float64) ** 2, 0.0)
         w64 = weights.astype(np.float64)
         n_eff = 1.0 / np.maximum(np.asarray(w64.multiply(w64).sum(axis=1)).ravel(), 1e-300)
