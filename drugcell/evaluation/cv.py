@@ -172,7 +172,9 @@ class _Recorder:
     def record(self, name: str, k: int, test_idx: np.ndarray, pred, scorer: _FoldScorer,
                seconds: dict[str, float]) -> None:
         per_metric = scorer.score(pred.mean)
-        resid = np.subtract(pred.mean, scorer.truth, dtype=np.float32)
+        # the residual matrix feeds only the plate-aware estimate: skip it when the data have no plates
+        resid = (np.subtract(pred.mean, scorer.truth, dtype=np.float32)
+                 if self.estimator.model is not None else None)
         for m, vals in per_metric.items():
             self.estimator.add(name, m, test_idx, resid, scorer.weights[m], vals)
             self.scores.append(pd.DataFrame({"predictor": name, "fold": np.int32(k),

@@ -174,7 +174,7 @@ class LeaderboardEstimator:
         self._own.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = np.einsum(
             "cg,cg->c", w, own, dtype=np.float64)
 
-    def add(self, predictor: str, metric: str, test_idx: np.ndarray, resid: np.ndarray,
+    def add(self, predictor: str, metric: str, test_idx: np.ndarray, resid: np.ndarray | None,
             weights: np.ndarray, wmse: np.ndarray) -> None:
         """One predictor's held-out residuals ``pred - truth`` (n, G) under one metric's weights."""
         key = (predictor, metric)
