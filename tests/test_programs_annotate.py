@@ -141,3 +141,9 @@ def test_compound_names_from_the_cache_metadata(tmp_path):
     pd.DataFrame({"user_compound_id": ["101"]}).to_parquet(nocol)
     assert "no compound_name column" in compound_names(comps, cache_inputs={"metadata": {"path": str(nocol)}}).source
     assert compound_names(comps).n_mapped == 0  # an in-memory set names no file
+
+
+def test_builtin_table_names_most_contest_genes():
+    genes = pd.read_csv(require_shared("vcpi_contest_public", "gene_filter.csv"), dtype=str)["gene_id"]
+    assert gene_symbols(genes).n_mapped == 11_641  # of 12,995 scored genes; the rest keep their Ensembl id
+
