@@ -99,14 +99,14 @@ def numeric_frame(df: pd.DataFrame, *, name: str, col_label: str) -> np.ndarray:
     if bad:
         raise ScoringError(f"{name} has text or boolean values in {len(bad)} {col_label}(s): {show_ids(bad)}; "
                            "pass numbers (float), not strings or True/False")
-    return df.to_numpy(dtype=np.float64)
+    return df.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def numeric_column(s: pd.Series, *, name: str, where: pd.DataFrame | None = None) -> np.ndarray:
     """A long table's value column as float64, refusing text or booleans and naming the column and
     the first offending row (with its ``compound``/``gene_id`` when ``where`` has them)."""
     if _is_number_column(s):
-        return s.to_numpy(dtype=np.float64)
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
     odd = s.map(lambda v: isinstance(v, (str, bytes, bool, np.bool_)) or not np.isscalar(v)).to_numpy(dtype=bool)
     i = int(np.flatnonzero(odd)[0]) if odd.any() else 0
     at = f"row {i}"
