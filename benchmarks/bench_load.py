@@ -86,7 +86,8 @@ def ensure_data(name: str, n_samples: int, n_genes: int, generator: str = "auto"
                 raise
     if simulate_vcpi is not None:
         try:
-            simulate_vcpi(d, n_compounds=max(int(n_samples * 0.86) // 2, 10), n_genes=n_genes, seed=0)
+            simulate_vcpi(d, n_compounds=max(int(n_samples * 0.86) // 2, 10), n_genes=n_genes, seed=0,
+                          overwrite=True)  # the benchmark's own cache folder
         except TypeError:
             simulate_vcpi = None
     if simulate_vcpi is None:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     n_test = max(2, round(full["n_test"] * args.scale))
     t0 = time.perf_counter()
     simulate_vcpi(args.out, n_compounds=n_compounds, n_genes=args.n_genes, n_test=n_test,
-                  seed=args.seed, progress=True)
+                  seed=args.seed, progress=True, overwrite=args.force)
     wall = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     summary = json.loads(manifest.read_text())["summary"]

@@ -2,8 +2,10 @@
 
 Names and parameter names follow the official ``vcpi_prediction_contest`` package so that either
 can be swapped in; unlike the official local scorer this one *refuses* incomplete, duplicated or
-non-finite input instead of silently dropping or averaging it, and never falls back to another
-weighting without being asked.
+non-finite input instead of silently dropping or averaging it, pairs truth, prediction and weights
+by compound and gene label wherever they carry labels, validates weights wherever they enter
+(finite, >= 0, each compound's column summing to 1 within ``WEIGHT_SUM_TOL``), refuses text or
+booleans where numbers belong, and never falls back to another weighting without being asked.
 """
 
 from contest_scorer.errors import ScoringError
@@ -18,12 +20,14 @@ from contest_scorer.metrics import (
     EXPRESSION_COL,
     GENE_COL,
     PRED_COL,
+    WEIGHT_SUM_TOL,
     aggregate_leaderboards,
     compute_proxy_weights,
     compute_variance_weights,
     per_compound_wmse,
     proxy_weights,
     score_compounds,
+    validate_weights,
     variance_weights,
     wmse,
 )
@@ -45,6 +49,7 @@ __all__ = [
     "GeneTotals",
     "PRED_COL",
     "ScoringError",
+    "WEIGHT_SUM_TOL",
     "aggregate_leaderboards",
     "build_gene_filter",
     "compute_mejia_weights",
@@ -60,6 +65,7 @@ __all__ = [
     "score_compounds",
     "t_vs_rest",
     "validate_submission",
+    "validate_weights",
     "variance_weights",
     "wmse",
 ]

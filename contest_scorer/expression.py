@@ -2,7 +2,10 @@
 
 CPM uses the library size over *all* genes of ``counts`` (the official recipe); restrict the
 result to the scored genes afterwards with ``gene_filter``. Samples with an empty library are
-dropped with a warning: they contribute to nothing.
+dropped with a warning: they contribute to nothing. Counts must be whole, finite, non-negative
+numbers (fractional values are refused, naming the samples: they are not raw UMI counts), and
+every metadata sample needs a count column (refused otherwise, naming them: its compound would
+silently lose a replicate, or vanish from the truth).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from contest_scorer._frames import require_columns, show_ids, to_pandas
+from contest_scorer._frames import id_list, numeric_frame, require_columns, show_ids, to_pandas
 from contest_scorer.errors import ScoringError
 from contest_scorer.metrics import COMPOUND_COL, EXPRESSION_COL, GENE_COL
 
@@ -37,7 +40,12 @@ def log2_cpm(counts_gs: np.ndarray, library: np.ndarray | None = None) -> np.nda
 def _wide_counts(
     counts: object, metadata: object, *, sample_col: str, compound_col: str, gene_col: str
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Validate and align wide counts with metadata; drop empty libraries (warned)."""
+    """Validate and align wide counts with metadata; drop empty libraries (warned).
+
+    Count columns absent from the metadata are dropped (warned, counted); a metadata sample
+    without a count column is refused, since its compound would silently lose a replicate (or
+    vanish from the truth). Counts must be whole, finite and non-negative numbers.
+    """
     counts_df = to_pandas(counts, name="counts")
     meta = to_pandas(metadata, name="metadata")
     require_columns(counts_df, [gene_col], name="counts")
@@ -53,6 +61,13 @@ def _wide_counts(
     mat = counts_df.set_index(gene_col)
     mat.columns = mat.columns.astype(str)
     sample_to_compound = pd.Series(meta[compound_col].astype(str).to_numpy(), index=sample_ids.to_numpy())
+    absent = sample_ids[~sample_ids.isin(mat.columns)]
+    if len(absent):
+        raise ScoringError(
+            f"metadata lists {len(absent)} sample(s) with no column in counts: {show_ids(absent)}; pass the counts "
+            f"that hold them, or restrict metadata to the counts' samples "
+            f"(metadata[metadata[{sample_col!r}].isin(counts.columns)])"
+        )
     shared = [s for s in mat.columns if s in sample_to_compound.index]
     if not shared:
         raise ScoringError(f"no count columns match metadata[{sample_col!r}]; pass the matching metadata")
@@ -60,14 +75,8 @@ def _wide_counts(
     if missing:
         warnings.warn(f"dropping {len(missing)} count column(s) absent from metadata: {show_ids(missing)}", stacklevel=3)
     mat = mat[shared]
-    values = mat.to_numpy()
-    if not np.issubdtype(values.dtype, np.number):
-        raise ScoringError("counts must be numeric")
-    if not np.all(np.isfinite(values)):
-        raise ScoringError("counts contain NaN or inf")
-    if np.any(values < 0):
-        bad = mat.columns[(values < 0).any(axis=0)]
-        raise ScoringError(f"counts contain negative values in sample(s) {show_ids(bad)}")
+    values = numeric_frame(mat, name="counts", col_label="sample column")
+    _check_counts(values, mat.columns)
     lib = values.sum(axis=0)
     empty = lib <= 0
     if empty.any():
@@ -78,10 +87,23 @@ def _wide_counts(
     return mat, sample_to_compound.loc[list(mat.columns)]
 
 
+def _check_counts(values: np.ndarray, samples: pd.Index) -> None:
+    """Raw UMI counts: finite, >= 0 and whole; each refusal names the samples."""
+    for bad, what, fix in (
+        (~np.isfinite(values), "NaN or inf", "fill missing genes with 0"),
+        (values < 0, "negative values", "counts are >= 0"),
+        (values != np.round(values), "fractional (non-integer) values",
+         "pass raw UMI counts, not normalised or averaged values"),
+    ):
+        cols = bad.any(axis=0)
+        if cols.any():
+            raise ScoringError(f"counts contain {what} in {int(cols.sum())} sample(s): {show_ids(samples[cols])}; {fix}")
+
+
 def _restrict_genes(mat: pd.DataFrame, gene_filter: Iterable[str] | None) -> list[str]:
     if gene_filter is None:
         return sorted(mat.index.astype(str))
-    genes = sorted({str(g) for g in gene_filter})
+    genes = sorted(set(id_list(gene_filter, GENE_COL, name="gene_filter")))
     absent = [g for g in genes if g not in mat.index]
     if absent:
         raise ScoringError(f"gene_filter names {len(absent)} gene(s) absent from counts: {show_ids(absent)}")
@@ -128,7 +150,8 @@ def build_gene_filter(
     df = to_pandas(counts, name="counts")
     require_columns(df, [gene_col], name="counts")
     mat = df.set_index(gene_col)
-    values = mat.to_numpy(dtype=np.float64)
+    values = numeric_frame(mat, name="counts", col_label="sample column")
+    _check_counts(values, mat.columns.astype(str))
     lib = values.sum(axis=0)
     keep_s = lib > 0
     cpm = values[:, keep_s] * (1e6 / lib[keep_s])[None, :]

@@ -5,28 +5,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from contest_scorer._frames import require_columns, show_ids, to_pandas
+from contest_scorer._frames import id_list, numeric_column, require_columns, show_ids, to_pandas
 from contest_scorer.errors import ScoringError
 from contest_scorer.metrics import COMPOUND_COL, GENE_COL, PRED_COL
 
 
 def _read(prediction: object) -> pd.DataFrame:
     if isinstance(prediction, (str, os.PathLike)):
-        path = str(prediction)
-        if path.endswith(".csv"):
-            return pd.read_csv(path, dtype={COMPOUND_COL: str, GENE_COL: str})
-        return pd.read_parquet(path)
+        path = Path(prediction)
+        if not path.is_file():
+            raise ScoringError(f"submission file {path} does not exist")
+        try:
+            if path.suffix.lower() == ".csv":
+                return pd.read_csv(path, dtype={COMPOUND_COL: str, GENE_COL: str})
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow and the CSV parser raise many types; all mean: unreadable
+            raise ScoringError(f"submission file {path} cannot be read ({type(exc).__name__}: {exc})") from None
     return to_pandas(prediction, name="prediction")
 
 
-def _ids(x: object, col: str) -> list[str]:
-    if isinstance(x, pd.DataFrame):
-        return x[col].astype(str).tolist()
-    return [str(v) for v in x]  # type: ignore[union-attr]
+def _ids(x: object, col: str, label: str) -> list[str]:
+    """Unique, non-empty id list (a path string is read as the official CSV, never iterated)."""
+    ids = id_list(x, col, name=label)
+    if not ids:
+        raise ScoringError(f"the {label} list is empty; pass the ids to validate against")
+    seen = pd.Index(ids)
+    if seen.has_duplicates:
+        raise ScoringError(f"the {label} list has duplicates: {show_ids(seen[seen.duplicated()].unique())}")
+    return ids
 
 
 def _codes(col: pd.Series, expected: list[str]) -> np.ndarray:
@@ -50,22 +61,20 @@ def _codes(col: pd.Series, expected: list[str]) -> np.ndarray:
 def validate_submission(
     prediction: object,
     *,
-    test_compounds: Iterable[str] | pd.DataFrame,
-    gene_filter: Iterable[str] | pd.DataFrame,
+    test_compounds: Iterable[str] | pd.DataFrame | str | os.PathLike[str],
+    gene_filter: Iterable[str] | pd.DataFrame | str | os.PathLike[str],
 ) -> dict[str, int]:
     """Raise ``ScoringError`` listing what is wrong; return row/compound/gene counts when valid.
 
     ``prediction``: a DataFrame (pandas/polars/pyarrow) or a parquet/CSV path with columns
-    ``compound, gene_id, predicted_expression``. ``test_compounds``/``gene_filter``: id lists or
-    the official CSV frames.
+    ``compound, gene_id, predicted_expression`` (the values numbers: text or True/False is refused,
+    not coerced). ``test_compounds``/``gene_filter``: id lists, the official CSV frames or their
+    paths (a string is a path, never a list of characters).
     """
     df = _read(prediction)
     require_columns(df, [COMPOUND_COL, GENE_COL, PRED_COL], name="submission")
-    compounds = _ids(test_compounds, COMPOUND_COL)
-    genes = _ids(gene_filter, GENE_COL)
-    for label, ids in (("test compound", compounds), ("gene filter", genes)):
-        if len(set(ids)) != len(ids):
-            raise ScoringError(f"the {label} list has duplicates")
+    compounds = _ids(test_compounds, COMPOUND_COL, "test compound")
+    genes = _ids(gene_filter, GENE_COL, "gene filter")
     problems: list[str] = []
     c_codes = _codes(df[COMPOUND_COL], compounds)
     g_codes = _codes(df[GENE_COL], genes)
@@ -86,9 +95,13 @@ def validate_submission(
         per_comp = (counts.reshape(len(compounds), len(genes)) == 0).sum(axis=1)
         lacking = [compounds[i] for i in np.flatnonzero(per_comp)]
         problems.append(f"{int((counts == 0).sum())} missing (compound, gene) pair(s) in {len(lacking)} compound(s): {show_ids(lacking)}")
-    values = pd.to_numeric(df[PRED_COL], errors="coerce").to_numpy(dtype=np.float64)
+    try:
+        values = numeric_column(df[PRED_COL], name="submission", where=df)  # text or True/False: refused
+    except ScoringError as exc:
+        problems.append(str(exc))
+        values = np.zeros(0)
     if not np.all(np.isfinite(values)):
-        problems.append(f"{int((~np.isfinite(values)).sum())} NaN/inf/non-numeric predicted_expression value(s)")
+        problems.append(f"{int((~np.isfinite(values)).sum())} NaN/inf/missing predicted_expression value(s)")
     elif (values < 0).any():
         problems.append(f"{int((values < 0).sum())} negative predicted_expression value(s) (log2(CPM+1) >= 0; clip at 0)")
     if problems:

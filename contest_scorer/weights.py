@@ -6,6 +6,8 @@ Arithmetic (``../shared/spec/contest-metric.md``), on replicate-level L = log2(C
     n_p < 2 -> v_p = V_g (warned)
     t = (mean_p - mean_r) / max(sqrt(v_p/n_p + v_r/n_r), 1e-12)
     w = s^2 / sum_g s^2 with s = min-max scaled |t| per compound; degenerate column -> uniform
+    no rest (n_r = N - n_p < 1: one sample in all, or one compound holding every sample) -> the
+    t-statistic is undefined -> uniform 1/G (warned), never NaN
 
 Everything needs only per-compound means/variances and per-gene totals, so weights can be built
 from accumulated statistics: :func:`weights_from_stats` in float64 (the reference, used on data
@@ -53,10 +55,11 @@ def t_vs_rest(
     s = np.asarray(total_sum, dtype=np.float64)[None, :]
     q = np.asarray(total_sumsq, dtype=np.float64)[None, :]
     n = float(n_total)
-    v_all = np.maximum((q - s * s / n) / (n - 1.0), 0.0)  # V_g, ddof=1
+    v_all = np.maximum((q - s * s / n) / max(n - 1.0, 1.0), 0.0)  # V_g, ddof=1 (0 for a single sample)
     single = n_p < 2
     var_p = np.where(single, 0.0, np.asarray(var_p, dtype=np.float64))
-    n_r = n - n_p
+    alone = (n - n_p) < 1  # no rest to compare with (t undefined): uniform weights downstream
+    n_r = np.maximum(n - n_p, 1.0)
     sum_r = s - n_p * mean_p
     sumsq_r = q - (var_p * (n_p - 1.0) + n_p * mean_p * mean_p)
     mean_r = sum_r / n_r
@@ -70,7 +73,8 @@ def t_vs_rest(
     else:
         raise ScoringError(f"unknown variance mode {mode!r}; use 'per_compound_floored' or 'pooled'")
     denom = np.maximum(np.sqrt(v_p / n_p + v_r / n_r), _EPS)
-    return (mean_p - mean_r) / denom
+    # t = 0 where there is no rest: the compound's column is then degenerate, i.e. uniform
+    return np.where(alone, 0.0, (mean_p - mean_r) / denom)
 
 
 def minmax_square_normalize(abs_t: np.ndarray) -> np.ndarray:
@@ -109,6 +113,7 @@ def weights_from_stats(
     n_single = int((n_p < 2).sum())
     if n_single:
         warnings.warn(f"{n_single} compound(s) have <2 replicates; their variance is the gene-wide V_g", stacklevel=2)
+    _warn_no_rest(n_p, n_total)
     c, g = mean_p.shape
     out = np.empty((g, c), dtype=dtype)
     for start in range(0, c, chunk):
@@ -116,6 +121,13 @@ def weights_from_stats(
         t = t_vs_rest(mean_p[sl], var_p[sl], n_p[sl], total_sum, total_sumsq, n_total, mode=mode)
         out[:, sl] = minmax_square_normalize(np.abs(t)).T
     return out
+
+
+def _warn_no_rest(n_p: np.ndarray, n_total: int) -> None:
+    n_alone = int((int(n_total) - np.asarray(n_p) < 1).sum())
+    if n_alone:
+        warnings.warn(f"{n_alone} compound(s) have no other samples to be compared with ({int(n_total)} sample(s) in "
+                      "all): a t-statistic is undefined, so they get uniform weights 1/G", stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,8 @@ def mejia_weight_rows(mean_p: np.ndarray, var_p: np.ndarray, n_p: np.ndarray, to
     f32 = np.float32
     n_total = totals.n
     n = n_p.astype(np.float64)[:, None]
-    n_r = n_total - n
+    alone = (n_total - n[:, 0]) < 1  # no rest to compare with: uniform below
+    n_r = np.maximum(n_total - n, 1.0)
     x = np.subtract(mean_p, totals.mean, dtype=np.float64).astype(f32)
     vr = np.square(x)
     vr *= (n * n_total / n_r).astype(f32)
@@ -193,7 +206,7 @@ def mejia_weight_rows(mean_p: np.ndarray, var_p: np.ndarray, n_p: np.ndarray, to
     np.square(x, out=x)
     total = x.sum(axis=1, keepdims=True, dtype=np.float64)
     x *= (1.0 / np.where(total > 0, total, 1.0)).astype(f32)
-    flat = (span[:, 0] <= 0) | (total[:, 0] <= 0)
+    flat = (span[:, 0] <= 0) | (total[:, 0] <= 0) | alone
     x[flat] = 1.0 / x.shape[1]
     return x
 
@@ -260,6 +273,9 @@ def compute_mejia_weights(
     library: LibraryMode = "scored",
 ) -> pd.DataFrame:
     """Mejia weights, genes (sorted) x compounds (sorted); each column sums to 1.
+
+    A compound with no other samples to be compared with (one sample in all, or every sample
+    its own) has no t-statistic: it gets the uniform fallback 1/G per gene, with a warning.
 
     ``library="scored"`` (the official build) takes each sample's library size after restricting
     the counts to ``gene_filter``; ``library="all"`` uses every gene of ``counts`` (as the target

@@ -64,7 +64,7 @@ def run_demo(
     t = time.perf_counter()
     _say(f"[1/5] simulate: {n_compounds} library compounds x {n_genes} genes (VCPI layout) -> {out / 'data'}")
     files = simulate_vcpi(out / "data", n_compounds=n_compounds, n_genes=n_genes, n_test=n_test, seed=seed,
-                          progress=progress)
+                          progress=progress, overwrite=True)  # the demo's own folder
     timings["simulate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

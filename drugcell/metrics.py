@@ -123,7 +123,8 @@ def score(metric: str | Metric, truth_cg: np.ndarray, pred_cg: np.ndarray, *,
             f"prediction has {int((~np.isfinite(pred_cg)).sum())} NaN/inf value(s)")
     w = metric_weights(metric, truth_cg, test_weights_gc=test_weights_gc,
                        train_truth_cg=train_truth_cg)
-    return per_compound_wmse(truth_cg, pred_cg, w)
+    # drugcell scores raw model output here (predictors clip at 0; a submission is checked apart)
+    return per_compound_wmse(truth_cg, pred_cg, w, allow_negative=True)
 
 
 def score_all(truth_cg: np.ndarray, pred_cg: np.ndarray, *, metrics: list[str] | None = None,

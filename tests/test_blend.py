@@ -127,6 +127,7 @@ def test_error_gram_is_the_blends_mean_wmse():
     y = rng.random((7, 5))
     preds = [rng.random((7, 5)) for _ in range(3)]
     w_gc = rng.random((5, 7))
+    w_gc /= w_gc.sum(axis=0)  # Mejia weights: each compound's column sums to 1 (the scorer checks)
     w = np.array([0.2, 0.5, 0.3])
     q = error_gram([p - y for p in preds], w_gc)
     blended = sum(wi * p for wi, p in zip(w, preds))

@@ -11,7 +11,8 @@ import typer
 
 def synth(
     out: Annotated[Path, typer.Option(
-        "--out", help="Folder to write (created if missing); existing files of the same names are replaced.",
+        "--out", help="Folder to write (created if missing). Files of the same names are replaced only in an "
+        "earlier `drugcell synth` output and only with --overwrite.",
     )],
     preset: Annotated[Optional[str], typer.Option(
         "--preset",
@@ -37,6 +38,9 @@ def synth(
         help="Take molecules from this file (CSV with a 'smiles' column, or one SMILES per line) "
              "instead of the built-in scaffold x substituent library.",
     )] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier `drugcell synth` output in --out (never other files).",
+    )] = False,
 ) -> None:
     """Simulate train_counts/metadata/chemistry parquet files, gene_filter.csv, test_compounds.csv
     and the held-out answer test_truth.parquet, with chemistry-driven responses, plates and
@@ -46,7 +50,7 @@ def synth(
     paths = simulate_vcpi(
         out, preset=preset, n_compounds=n_compounds, n_genes=n_genes, replicates=replicates,
         n_test=n_test, seed=seed, smiles_file=str(smiles_file) if smiles_file else None,
-        progress=True,
+        progress=True, overwrite=overwrite,
     )
     summary = json.loads(paths["manifest"].read_text())["summary"]
     for name, path in paths.items():

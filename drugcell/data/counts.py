@@ -34,6 +34,8 @@ class _Counts:
     path: Path
     genes: np.ndarray
     samples: list[str]
+    #: whether a sample without data is an all-zero sample (a sparse long table) or absent (wide)
+    absent_means_zero = False
 
     def bind(self, scored_rows: np.ndarray) -> None:
         self.scored_rows = scored_rows
@@ -163,7 +165,10 @@ class _WideParquet(_Counts):
 
 class _LongTable(_Counts):
     """``(sample, gene_id, count)`` rows; held in memory (meant for small or sparse tables),
-    grouped by sample once so each batch is a few slices."""
+    grouped by sample once so each batch is a few slices. Sparse: a missing (sample, gene) pair
+    is a zero count, and a sample with no row at all an all-zero one (:meth:`add_empty`)."""
+
+    absent_means_zero = True
 
     def __init__(self, path: Path, table: pa.Table, sample_col: str) -> None:
         self.path = path
@@ -201,6 +206,13 @@ class _LongTable(_Counts):
         self._start = {s: (int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(samples)}
         self.samples = list(samples)
         self.genes = np.asarray(genes, dtype=object)
+
+    def add_empty(self, samples: list[str]) -> None:
+        """Samples with no row: all-zero counts (an empty library, which the pass drops)."""
+        for name in samples:
+            if name not in self._start:
+                self._start[name] = (0, 0)
+                self.samples.append(name)
 
     def bind(self, scored_rows: np.ndarray) -> None:
         super().bind(scored_rows)

@@ -27,10 +27,10 @@ from drugcell.data import vcpi
 from drugcell.data.counts import _Counts, open_counts
 from drugcell.data.expression_set import ExpressionSet, check_replaceable
 from drugcell.data.memory import _no_numpy_hugepages, _release_map, _system_arrow_pool
+from drugcell.data.out_paths import check_out_location
 from drugcell.data.pass_plan import _plan
 from drugcell.data.plates import ControlAccumulator, PlateLayout, compound_plate_counts
 from drugcell.data.readers import (
-    INCHIKEY,
     fingerprint_input,
     read_chemistry,
     read_gene_filter,
@@ -38,7 +38,8 @@ from drugcell.data.readers import (
     show_ids,
 )
 from drugcell.data.streaming import WeightsLibrary, _finish_weights, _run_pass, _Stats
-from drugcell.defaults import COMPOUND_COL, SMILES_COL
+from drugcell.data.structures import MAX_RECORDED, compound_structures
+from drugcell.data.wells import contest_samples
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import fingerprint_arrays
 
@@ -87,7 +88,11 @@ class LoadSummary:
     controls: dict[str, int] = field(default_factory=dict)
     n_single_replicate: int = 0
     n_missing_smiles: int = 0
+    n_unparsed_smiles: int = 0
+    unparsed_smiles: list[str] = field(default_factory=list)  # the first ids (MAX_RECORDED), for the manifest
     n_ambiguous_structure: int = 0
+    n_unreadable_concentration: int = 0
+    n_absent_from_long_counts: int = 0
     n_unrecognised_controls: int = 0
     n_batches: int = 0
     weights_source: str = ""
@@ -112,7 +117,7 @@ class LoadSummary:
             f"{'y' if self.n_empty_library == 1 else 'ies'}; {self.n_empty_scored_library} empty on the "
             "scored genes",
             f"compounds          {self.n_compounds:,} library ({self.n_single_replicate} with 1 replicate, "
-            f"{self.n_missing_smiles} without SMILES)",
+            f"{self.n_missing_smiles} without SMILES, {self.n_unparsed_smiles} with a SMILES RDKit cannot parse)",
             f"controls           {ctrl}",
             f"genes              {self.n_genes:,} scored",
             f"weights            {self.weights_source}",
@@ -155,7 +160,8 @@ def load_to_cache(
 ) -> LoadSummary:
     """:func:`load_vcpi` then write the cache dir atomically (temp dir, then rename)."""
     out = Path(out)
-    check_replaceable(out, overwrite)  # before minutes of work
+    check_replaceable(out, overwrite)  # before minutes of work, as is the location:
+    check_out_location(out, "--out")  # a file in the way or no permission would fail only at the end
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
                             scratch_dir=out.resolve().parent)
@@ -205,42 +211,6 @@ def _open_inputs(paths: dict[str, Path], summary: LoadSummary) -> tuple[pd.DataF
     src.bind(rows.astype(np.int64))
     summary.n_genes = len(genes)
     return meta, chem, genes, src
-
-
-def _contest_samples(meta: pd.DataFrame, src: _Counts, condition: vcpi.ConditionFilter, summary: LoadSummary,
-                     meta_path: Path) -> tuple[pd.DataFrame, pd.Series]:
-    """The metadata rows in the contest condition, with their control ids (None for library wells).
-    Every counts column must have a metadata row, every kept row a counts column."""
-    in_meta = pd.Index(meta[vcpi.SAMPLE_COL])
-    counts_ids = pd.Index(src.samples)
-    only_counts = counts_ids.difference(in_meta)
-    if len(only_counts):
-        raise DrugcellInputError(
-            f"counts file {src.path} has {len(only_counts)} sample(s) absent from metadata file "
-            f"{meta_path} ({vcpi.SAMPLE_COL}): {show_ids(list(only_counts))}; pass the metadata of these counts"
-        )
-    ctrl = _classify(meta, summary)
-    reasons = condition.reasons(meta, ctrl == vcpi.DMSO)
-    keep = np.ones(len(meta), dtype=bool)
-    for r in reasons.values():
-        keep &= ~r
-    summary.dropped_condition = {k: int(v.sum()) for k, v in reasons.items()}
-    summary.n_out_of_condition = int((~keep).sum())
-    has_counts = in_meta.isin(counts_ids)
-    missing = keep & ~has_counts
-    if missing.any():
-        ids = meta.loc[missing, vcpi.SAMPLE_COL]
-        raise DrugcellInputError(
-            f"metadata file {meta_path} lists {int(missing.sum())} contest-condition sample(s) with no column "
-            f"in counts file {src.path}: {show_ids(list(ids))}; pass the counts that hold them"
-        )
-    summary.n_metadata_only_out_of_condition = int((~keep & ~has_counts).sum())
-    if not keep.any():
-        raise DrugcellInputError(
-            f"no sample of {meta_path} is in the contest condition {condition.as_dict()}; "
-            "check --concentration-nm/--cell-line/--timepoint"
-        )
-    return meta.loc[keep].reset_index(drop=True), ctrl[keep].reset_index(drop=True)
 
 
 @dataclass
@@ -367,11 +337,13 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     """:func:`load_vcpi` itself, as its recipe."""
     t0 = time.perf_counter()
     opt = _checked_options(options)
+    if opt.weights_path is not None:
+        _check_weights_file(Path(opt.weights_path))  # read only after the pass: checked before it
     paths = {k: Path(v) for k, v in dict(counts=counts, metadata=metadata, chemistry=chemistry,
                                           gene_filter=gene_filter).items()}
     summary = LoadSummary()
     meta, chem, genes, src = _open_inputs(paths, summary)
-    kept, kctrl = _contest_samples(meta, src, opt.condition, summary, paths["metadata"])
+    kept, kctrl = contest_samples(meta, src, opt.condition, summary, paths["metadata"])
     groups = _group_samples(kept, kctrl, paths["metadata"])
     stats = _stream(src, groups, len(genes), opt, summary, progress=progress, scratch_dir=scratch_dir)
     _check_replicates(stats, groups, summary, src.path)
@@ -400,6 +372,32 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     return es, summary
 
 
+def _check_weights_file(path: Path) -> None:
+    """An official weights file that cannot be used is refused before the pass, not after it."""
+    if not path.is_file():
+        raise DrugcellInputError(f"weights file {path} does not exist; pass the official weights.parquet (--weights)")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+        raise DrugcellInputError(f"weights file {path} cannot be read as parquet ({type(exc).__name__}: {exc}); pass "
+                                 "the official weights.parquet (--weights)") from None
+    if vcpi.GENE_COL not in names and "__index_level_0__" not in names:
+        raise DrugcellInputError(f"weights file {path} has no {vcpi.GENE_COL!r} column; the official layout is "
+                                 f"{vcpi.GENE_COL} + one column per compound (genes as rows)")
+
+
+def _validated(es: ExpressionSet, path: Path) -> None:
+    """The file's weights are Mejia weights: finite, >= 0, each compound's column summing to 1 (within
+    contest_scorer's WEIGHT_SUM_TOL), library compounds and controls alike."""
+    from contest_scorer import ScoringError, validate_weights
+
+    try:
+        validate_weights(es.weights, per_compound=True, names=[str(c) for c in es.compounds])
+        validate_weights(es.control_weights, per_compound=True, names=[str(c) for c in es.control_ids])
+    except ScoringError as exc:
+        raise DrugcellInputError(f"weights file {path}: {exc}") from None
+
+
 def _official_weights(es: ExpressionSet, path: Path, summary: LoadSummary) -> ExpressionSet:
     """Library weights via ``ExpressionSet.with_weights_parquet``; control columns matched by
     normalised spelling (a control absent from the file gets uniform weights, with a warning)."""
@@ -422,56 +420,18 @@ def _official_weights(es: ExpressionSet, path: Path, summary: LoadSummary) -> Ex
     if absent:
         summary.warn(f"weights file {path} has no column for control(s) {absent}; they get uniform weights")
     es.control_weights = cw
+    _validated(es, path)
     summary.weights_source = f"official file {path}"
     return es
 
 
-def _classify(meta: pd.DataFrame, summary: LoadSummary) -> pd.Series:
-    """Canonical control id per sample (None for library wells); warns on unrecognised controls."""
-    ctrl = vcpi.control_ids_of(meta[vcpi.COMPOUND_KEY_COL])
-    if vcpi.IS_CONTROL_COL in meta:
-        flag = meta[vcpi.IS_CONTROL_COL].astype(str).str.strip().str.lower().isin(["true", "1", "yes", "t"])
-        odd = flag & ctrl.isna()
-        if odd.any():
-            ids = meta.loc[odd, vcpi.COMPOUND_KEY_COL].unique()
-            summary.n_unrecognised_controls = int(odd.sum())
-            summary.warn(
-                f"{int(odd.sum())} well(s) have {vcpi.IS_CONTROL_COL}=True but a {vcpi.COMPOUND_KEY_COL} that is not "
-                f"DMSO or a known positive control ({show_ids(ids)}); they are treated as library compounds"
-            )
-    return ctrl
-
-
 def _structures(meta: pd.DataFrame, compounds: np.ndarray, chem: pd.DataFrame,
                 summary: LoadSummary, chem_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SMILES/InChIKey per library compound, through the metadata's compound UUID."""
-    dup = chem[COMPOUND_COL].duplicated(keep=False)
-    if dup.any():
-        clash = chem[dup].groupby(COMPOUND_COL)[SMILES_COL].nunique()
-        clash = clash[clash > 1]
-        if len(clash):
-            summary.warn(f"chemistry file {chem_path}: {len(clash)} compound UUID(s) have conflicting SMILES "
-                         f"({show_ids(clash.index)}); the first row is used")
-    chem = chem.drop_duplicates(COMPOUND_COL).set_index(COMPOUND_COL)
-    pairs = meta[[vcpi.COMPOUND_KEY_COL, vcpi.COMPOUND_UUID_COL]].drop_duplicates()
-    pairs = pairs.join(chem, on=vcpi.COMPOUND_UUID_COL)
-    pairs[SMILES_COL] = pairs[SMILES_COL].fillna("")
-    pairs[INCHIKEY] = pairs[INCHIKEY].fillna("")
-    pairs["has"] = pairs[SMILES_COL] != ""
-    pairs = pairs.sort_values([vcpi.COMPOUND_KEY_COL, "has"], ascending=[True, False], kind="stable")
-    n_uuid = pairs.groupby(vcpi.COMPOUND_KEY_COL)[vcpi.COMPOUND_UUID_COL].nunique()
-    multi = n_uuid[n_uuid > 1]
-    if len(multi):
-        summary.n_ambiguous_structure = len(multi)
-        summary.warn(f"{len(multi)} compound id(s) map to several compound UUIDs ({show_ids(multi.index)}); "
-                     "the first with a SMILES is used")
-    first = pairs.drop_duplicates(vcpi.COMPOUND_KEY_COL).set_index(vcpi.COMPOUND_KEY_COL)
-    first = first.reindex(compounds)
-    smiles = first[SMILES_COL].fillna("").to_numpy(dtype=object)
-    inchikey = first[INCHIKEY].fillna("").to_numpy(dtype=object)
-    missing = compounds[smiles == ""]
-    if len(missing):
-        summary.n_missing_smiles = len(missing)
-        summary.warn(f"{len(missing)} compound(s) have no SMILES in {chem_path} ({show_ids(missing)}); they are kept "
-                     "with an empty SMILES (predictors count them as unparsed)")
-    return smiles, inchikey
+    """SMILES/InChIKey per library compound (:func:`compound_structures`), its problems counted in
+    the summary and warned about."""
+    st = compound_structures(meta, compounds, chem, chem_path)
+    summary.n_missing_smiles, summary.n_ambiguous_structure = st.n_missing, st.n_ambiguous
+    summary.n_unparsed_smiles, summary.unparsed_smiles = len(st.unparsed), st.unparsed[:MAX_RECORDED]
+    for note in st.warnings:
+        summary.warn(note)
+    return st.smiles, st.inchikey

@@ -60,6 +60,7 @@ class CVResult:
 
     choices: dict[str, Any] = field(default_factory=dict)  # metric -> selection.Choice
     estimate: pd.DataFrame | None = None  # leaderboard_estimate.parquet
+    split: str = ""  # the split actually used, e.g. "random (fallback from scaffold: ...)" (FoldAssignment.split)
 
     def best(self, metric: str = "mejia") -> str:
         """The chosen predictor under ``metric`` (the run's selection rule; see choice.json)."""
@@ -335,22 +336,27 @@ def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True,
     report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
                                elapsed, assignment.describe(), choices=choices, estimate=estimate,
                                uncertainty=uncertainty, scores=scores,
-                               has_plates=not no_plates, no_plates_reason=no_plates)
+                               has_plates=not no_plates, no_plates_reason=no_plates, split=assignment.split)
     write_text(out / "summary.md", report)
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
-        command="drugcell cv", n_compounds=es.n_compounds, n_genes=es.n_genes,
+        command="drugcell cv", split=assignment.split, n_compounds=es.n_compounds, n_genes=es.n_genes,
         data_info=getattr(es, "info", {}), elapsed_s=round(elapsed, 1),
         stages_s={k: round(v, 2) for k, v in stages.seconds.items()},
         files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
     ))
     return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,
-                    headline=(choice_markdown(choices) + estimate_markdown(
+                    headline=(_fallback_note(assignment) + choice_markdown(choices) + estimate_markdown(
                         estimate, config, scores, not no_plates, no_plates)
                         + ranking_markdown(summary)).rstrip(),
                     choices=choices,
-                    estimate=estimate)
+                    estimate=estimate, split=assignment.split)
+
+
+def _fallback_note(assignment) -> str:
+    """A first line of the printed headline when the requested split could not be made."""
+    return "" if assignment.warning is None else f"**Split: {assignment.split}.** {assignment.warning}\n\n"
 
 
 # ----------------------------------------------------------------------------- summary

@@ -84,12 +84,14 @@ def render_summary_md(summary, comparisons: pd.DataFrame, diagnostics: pd.DataFr
                       audits: list[dict[str, Any]], n_comp: int, n_genes: int, elapsed: float,
                       split_line: str = "", choices: dict[str, Any] | None = None,
                       estimate: pd.DataFrame | None = None, uncertainty: pd.DataFrame | None = None,
-                      scores: pd.DataFrame | None = None, has_plates: bool = True, no_plates_reason: str = "") -> str:
-    """The readable report: choice, estimate, ranking per metric, agreement, bootstrap, fallbacks, audit."""
+                      scores: pd.DataFrame | None = None, has_plates: bool = True, no_plates_reason: str = "",
+                      split: str | None = None) -> str:
+    """The readable report: choice, estimate, ranking per metric, agreement, bootstrap, fallbacks, audit.
+    ``split``: the split actually used (``FoldAssignment.split``; a fallback says so), not the request."""
     lines = [
         "# drugcell cv",
         "",
-        f"{n_comp} compounds x {n_genes} genes; {config.folds}-fold {config.split} split, seed {config.seed}; "
+        f"{n_comp} compounds x {n_genes} genes; {config.folds}-fold {split or config.split} split, seed {config.seed}; "
         f"{len(config.predictors)} predictors; metrics {', '.join(config.metrics)}; "
         f"{config.bootstrap_resamples} bootstrap resamples; {elapsed:.0f} s.",
         "",

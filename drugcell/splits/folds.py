@@ -88,11 +88,20 @@ class FoldAssignment:
     warning: str | None = None        # set when the requested split could not be honoured
     fold_sizes: list[int] = field(default_factory=list)
     scaffolds: list[str] = field(default_factory=list, repr=False)  # per compound, "" if none
+    fallback_reason: str | None = None  # why split_used differs from split_requested
+
+    @property
+    def split(self) -> str:
+        """The split actually used, as every record states it: "scaffold", "random", or e.g.
+        "random (fallback from scaffold: only 3 scaffold groups for 5 folds)", never the request."""
+        if self.split_used == self.split_requested:
+            return self.split_used
+        return f"{self.split_used} (fallback from {self.split_requested}: {self.fallback_reason})"
 
     def to_dict(self) -> dict:
         """JSON-able summary (fold ids left out: they go to a table, not a manifest)."""
         return {
-            "split_requested": self.split_requested, "split_used": self.split_used,
+            "split": self.split, "split_requested": self.split_requested, "split_used": self.split_used,
             "n_folds": self.n_folds, "seed": self.seed, "n_groups": self.n_groups,
             "n_scaffolds": self.n_scaffolds, "n_acyclic": self.n_acyclic,
             "n_unparsed": self.n_unparsed, "fold_sizes": list(self.fold_sizes),
@@ -101,7 +110,7 @@ class FoldAssignment:
 
     def describe(self) -> str:
         """One line for logs and the CV summary."""
-        line = (f"{self.split_used} {self.n_folds}-fold split (seed {self.seed}): fold sizes "
+        line = (f"{self.n_folds}-fold {self.split} split (seed {self.seed}): fold sizes "
                 f"{self.fold_sizes}; {self.n_scaffolds} scaffolds, {self.n_acyclic} acyclic, "
                 f"{self.n_unparsed} unparsed")
         return line + (f". WARNING: {self.warning}" if self.warning else "")
@@ -153,7 +162,9 @@ def make_folds(
     """Assign compounds to folds by scaffold (default) or at random, never splitting a molecule.
 
     Fewer scaffold groups than folds cannot make a scaffold split: random folds are used instead,
-    with a :func:`warnings.warn` and the ``warning`` field set so the CV summary prints it.
+    with a :func:`warnings.warn`, the ``warning`` field set so the CV summary prints it, and
+    :attr:`FoldAssignment.split` saying "random (fallback from scaffold: ...)" wherever the run
+    records its split (summary.md, audit.json, manifest.json, ``CVResult.split``).
     """
     if split not in ("scaffold", "random"):
         raise DrugcellInputError(f"split must be 'scaffold' or 'random', got {split!r}")
@@ -168,13 +179,13 @@ def make_folds(
     by_scaffold = [f"scaf:{s}" if s else ident[i] for i, s in enumerate(scaf)]
     scaffold_groups = _connected_groups(by_scaffold, ident)
     n_scaffold_groups = len(set(scaffold_groups))
-    warning = None
+    warning = reason = None
     used: str = split
     if split == "scaffold" and n_scaffold_groups < n_folds:
         used = "random"
-        warning = (f"only {n_scaffold_groups} scaffold groups for {n_folds} folds: fell back to a "
-                   f"RANDOM split, so scores measure near-neighbour interpolation, not unseen "
-                   f"scaffolds")
+        reason = f"only {n_scaffold_groups} scaffold groups for {n_folds} folds"
+        warning = (f"{reason}: fell back to a RANDOM split, so scores measure near-neighbour interpolation, "
+                   f"not unseen scaffolds")
         warnings.warn(warning, stacklevel=2)
     groups = scaffold_groups if used == "scaffold" else ident
     n_groups = len(set(groups))
@@ -187,5 +198,5 @@ def make_folds(
         folds=folds, split_requested=split, split_used=used, n_folds=int(n_folds), seed=int(seed),
         n_groups=n_groups, n_scaffolds=n_scaffolds, n_acyclic=n_acyclic, n_unparsed=n_unparsed,
         warning=warning, fold_sizes=np.bincount(folds, minlength=n_folds).tolist(),
-        scaffolds=scaf,
+        scaffolds=scaf, fallback_reason=reason,
     )

@@ -68,4 +68,5 @@ def reference_figures(data_dir: str | Path, *, n_holdout: int = 200, seed: int =
         "global_constant_training_mean": np.full(t.shape, tr.mean()),
         "constant_5": np.full(t.shape, 5.0),
     }
-    return {k: float(per_compound_wmse(t, p, w).mean()) for k, p in preds.items()}
+    # the organisers' table scores unclipped noise (truth + N(0, 1) can be negative)
+    return {k: float(per_compound_wmse(t, p, w, allow_negative=True).mean()) for k, p in preds.items()}

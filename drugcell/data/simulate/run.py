@@ -14,6 +14,7 @@ import numpy as np
 
 import drugcell.data.simulate.writers as writers
 from drugcell.data import vcpi
+from drugcell.data.out_paths import check_synth_out
 from drugcell.data.simulate.compounds import descriptors
 from drugcell.data.simulate.config import config_for
 from drugcell.data.simulate.layout import sample_ids
@@ -21,6 +22,12 @@ from drugcell.data.simulate.truth import Tally, Truth, WellSets
 from drugcell.data.simulate.world import World, batch_counts, build_world, gene_batches
 
 Batches = list[tuple[int, int]]
+#: every file a simulation writes (checked before the work: see :func:`check_synth_out`)
+OUTPUT_FILES = (
+    vcpi.COUNTS_FILE, vcpi.METADATA_FILE, vcpi.CHEMISTRY_FILE, vcpi.GENE_FILTER_FILE, vcpi.TEST_COMPOUNDS_FILE,
+    writers.TEST_TRUTH_FILE, writers.TEST_WEIGHTS_FILE, writers.SIM_COMPOUNDS_FILE, writers.SIM_PROGRAMS_FILE,
+    writers.MANIFEST_FILE,
+)
 
 
 def _progress(progress: bool | Callable[[int], None], total: int) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -95,6 +102,7 @@ def simulate_vcpi(
     smiles_file: str | None = None,
     preset: str | None = None,
     progress: bool | Callable[[int], None] = False,
+    overwrite: bool = False,
     **knobs: Any,
 ) -> dict[str, Path]:
     """Write a simulated VCPI data set into ``out_dir``; return ``{name: path}`` of the files.
@@ -104,12 +112,16 @@ def simulate_vcpi(
     weights of the test compounds, official layout), sim_compounds.parquet (ground
     truth per compound: template, keys, potency), sim_programs.parquet (the gene programs:
     program, gene_id, natural-log loading) and synth_manifest.json.
+
+    ``out_dir`` is checked before anything is drawn: files of these names are replaced only in an
+    earlier `drugcell synth` output and only with ``overwrite`` (never a user's files).
     """
     cfg = config_for(
         preset, n_compounds=n_compounds, n_genes=n_genes, replicates=replicates, n_test=n_test,
         seed=seed, smiles_file=smiles_file, **knobs,
     )
     out = Path(out_dir)
+    check_synth_out(out, OUTPUT_FILES, writers.MANIFEST_FILE, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     world = build_world(cfg)
     sets = WellSets.of(world)
