@@ -32,7 +32,8 @@ import pandas as pd
 
 from drugcell.defaults import COMPOUND_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import atomic_path, fingerprint_arrays, provenance, write_json, write_text
+from drugcell.outputs import check_folder_output, manifest_command
+from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance, write_json, write_text
 
 #: Column names accepted in a gene-symbol mapping file (first match wins).
 ID_COLUMNS = (GENE_COL, "ensembl_id", "ensembl_gene_id", "ensembl", "gene")
@@ -360,14 +361,30 @@ class ProgramsResult:
     files: dict[str, Path]
 
 
+def check_programs_dir(out: str | Path, overwrite: bool) -> bool:
+    """``--out`` must be new or empty, or an earlier ``drugcell programs`` output (replaced only with
+    ``overwrite``); drugcell never writes into another folder (a CV run, a cache, the user's)."""
+    return check_folder_output(out, overwrite, what="--out", kind="`drugcell programs` output",
+                               is_ours=lambda p: manifest_command(p / "manifest.json") == "drugcell programs")
+
+
 def write_programs(progs: GenePrograms, out: str | Path, *, top: int = 20, source: str = "truth",
-                   seed: int = 0, extra: dict[str, Any] | None = None) -> ProgramsResult:
+                   seed: int = 0, extra: dict[str, Any] | None = None, overwrite: bool = False) -> ProgramsResult:
     """programs_genes.parquet, programs_compounds.parquet, programs.md, programs_heatmap.png,
-    manifest.json under ``out`` (each written atomically)."""
+    manifest.json under ``out``, built in a temporary folder that replaces ``out`` whole
+    (:func:`check_programs_dir` says when it may)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    genes = progs.genes_table(top)
-    comps = progs.compounds_table(top)
+    check_programs_dir(out, overwrite)
+    genes, comps = progs.genes_table(top), progs.compounds_table(top)
+    md = programs_markdown(progs, genes, comps, source)
+    with atomic_dir(out) as tmp:
+        names = _write_program_files(progs, tmp, genes, comps, md, top=top, source=source, seed=seed, extra=extra)
+    return ProgramsResult(programs=progs, genes=genes, compounds=comps, markdown=md,
+                          files={k: out / name for k, name in names.items()})
+
+
+def _write_program_files(progs: GenePrograms, out: Path, genes: pd.DataFrame, comps: pd.DataFrame, md: str, *,
+                         top: int, source: str, seed: int, extra: dict[str, Any] | None) -> dict[str, str]:
     files = {
         "genes": out / "programs_genes.parquet",
         "compounds": out / "programs_compounds.parquet",
@@ -379,7 +396,6 @@ def write_programs(progs: GenePrograms, out: str | Path, *, top: int = 20, sourc
         genes.to_parquet(tmp, index=False)
     with atomic_path(files["compounds"]) as tmp:
         comps.to_parquet(tmp, index=False)
-    md = programs_markdown(progs, genes, comps, source)
     write_text(files["markdown"], md)
     plot_programs(progs, files["heatmap"])
     write_json(files["manifest"], provenance(
@@ -392,21 +408,22 @@ def write_programs(progs: GenePrograms, out: str | Path, *, top: int = 20, sourc
         files=sorted(p.name for p in files.values()), **{k: v for k, v in (extra or {}).items()
                                                           if k != "data_fingerprint"},
     ))
-    return ProgramsResult(programs=progs, genes=genes, compounds=comps, markdown=md, files=files)
+    return {k: p.name for k, p in files.items()}
 
 
 def run_programs(
     out: str | Path, *, data: str | Path | None = None, predictions: str | Path | None = None,
     rank: int = 8, top: int = 20, gene_symbols: str | Path | None = None, seed: int = 0,
-    max_iter: int = 500,
+    max_iter: int = 500, overwrite: bool = False,
 ) -> ProgramsResult:
     """What ``drugcell programs`` does: load the matrix, factor |residual|, write the report."""
     if top < 1:
         raise DrugcellInputError(f"--top must be at least 1, got {top}")
+    check_programs_dir(out, overwrite)  # before loading and factoring
     inp = load_program_input(data, predictions)
     symbols = read_gene_symbols(gene_symbols, inp.genes) if gene_symbols is not None else None
     progs = gene_programs(inp.X, inp.compounds, inp.genes, rank=rank, seed=seed, symbols=symbols,
                           smiles=inp.smiles, max_iter=max_iter)
     extra = {"data_fingerprint": inp.data_fingerprint, "inputs": inp.paths,
              "gene_symbols": None if gene_symbols is None else str(gene_symbols)}
-    return write_programs(progs, out, top=top, source=inp.source, seed=seed, extra=extra)
+    return write_programs(progs, out, top=top, source=inp.source, seed=seed, extra=extra, overwrite=overwrite)

@@ -26,6 +26,8 @@ def programs(
     seed: Annotated[int, typer.Option(help="NMF random_state (nndsvda init is deterministic; "
                                            "the seed matters only for ties).")] = 0,
     max_iter: Annotated[int, typer.Option(min=1, help="Maximum NMF iterations.")] = 500,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier `drugcell programs` output in --out (never another folder).")] = False,
 ) -> None:
     """Factor |X - mean profile| (compounds x genes; X = truth or held-out predictions) as W H with
     scikit-learn NMF, report the share of the norm captured, the top genes and compounds per
@@ -33,7 +35,7 @@ def programs(
     from drugcell.programs import run_programs
 
     result = run_programs(out, data=data, predictions=predictions, rank=rank, top=top,
-                          gene_symbols=gene_symbols, seed=seed, max_iter=max_iter)
+                          gene_symbols=gene_symbols, seed=seed, max_iter=max_iter, overwrite=overwrite)
     typer.echo(result.markdown)
     for path in result.files.values():
         typer.echo(f"wrote {path}")
