@@ -68,7 +68,7 @@ def check_outputs(out: str | Path, save_model_dir: str | Path | None = None, ove
         raise DrugcellInputError(f"--out {out} is a folder; pass the submission's file name (e.g. {out / 'predictions.parquet'})")
     files = submission_files(out)
     note = files.recover()
-    files.check(overwrite, "--out")
+    files.check(overwrite, f"--out {out}")
     if save_model_dir is not None:
         check_model_dir(save_model_dir, overwrite, what="--save-model")
     return note
