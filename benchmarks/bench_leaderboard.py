@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in cfg.predictors:
         sub = args.out / "subs" / f"{spec.name}.parquet"
         make_submission(es, spec, args.data / "test_compounds.csv", args.data / "gene_filter.csv", sub,
-                        seed=cfg.seed, write_std=False)
+                        seed=cfg.seed, write_std=False, overwrite=True)
         test = float(score_compounds(truth, pd.read_parquet(sub), weights=weights)["wmse"].mean())
         e = est.loc[spec.name]
         rows.append({"predictor": spec.name, "cv_mean": e.cv_mean, "estimate": e.estimate, "ci_low": e.ci_low,

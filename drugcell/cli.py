@@ -15,6 +15,7 @@ import typer
 from contest_scorer.errors import ScoringError
 from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, score, submit, synth, weights
 from drugcell.errors import DrugcellInputError
+from drugcell.provenance import Terminated
 
 #: (name, function), in the order of the flow.
 COMMANDS: list[tuple[str, Callable[..., None]]] = [
@@ -56,9 +57,14 @@ app = build_app()
 
 
 def main() -> None:
-    """Entry point: run the app, turning input errors into a clear message and exit code 2."""
+    """Entry point: run the app, turning input errors into a clear message and exit code 2, and a
+    SIGTERM/SIGHUP during a write (temporary files already removed) into 128 + the signal number."""
     try:
         app()
     except (DrugcellInputError, ScoringError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except Terminated as exc:
+        typer.secho(f"stopped: {exc}; no half-written file was left (its temporary files were removed)",
+                    fg=typer.colors.RED, err=True)
+        sys.exit(128 + exc.signum)

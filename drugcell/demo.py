@@ -103,7 +103,7 @@ def run_demo(
     if (out / "run" / "uncertainty.parquet").exists():
         from drugcell.calibration.report import calibrate_run
 
-        cal = calibrate_run(out / "run")
+        cal = calibrate_run(out / "run", overwrite=True)  # the demo's own run
         pooled = cal.summary[cal.summary["fold"].astype(str) == "all"]
         for r in pooled.itertuples(index=False):
             _say(f"      calibration {r.predictor}: 1/2-sigma coverage {r.coverage_1sigma:.2f}/{r.coverage_2sigma:.2f} "
@@ -114,10 +114,10 @@ def run_demo(
     _say(f"[4/5] submit: refit {best} on all training compounds, predict {n_test} test compounds")
     sub_path = out / "submission" / "predictions.parquet"
     make_submission(es, cfg.predictor(best), files["test_compounds"], files["gene_filter"], sub_path,
-                    seed=seed, progress=progress)
+                    seed=seed, progress=progress, overwrite=True)  # the demo's own folder
     mean_path = out / "submission" / "wmean_baseline.parquet"
     make_submission(es, PredictorSpec(name="wmean", kind="wmean"), files["test_compounds"], files["gene_filter"],
-                    mean_path, seed=seed, progress=False)
+                    mean_path, seed=seed, progress=False, overwrite=True)
     timings["submit_s"] = time.perf_counter() - t
 
     _say("[5/5] score the submission against the simulated held-out truth (contest scorer)")

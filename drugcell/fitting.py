@@ -17,7 +17,7 @@ from drugcell.calibration.calibrator import Calibrator, calibrator_for_run
 from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_config
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
-from drugcell.persistence import TrainInfo, save_model
+from drugcell.persistence import TrainInfo, check_model_dir, save_model
 from drugcell.provenance import read_json_object
 
 
@@ -115,8 +115,7 @@ def fit_model(data: str | Path, predictor: str | None, out: str | Path, *, confi
     from drugcell.data.expression_set import ExpressionSet
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before an hour of fitting
-        raise DrugcellInputError(f"model dir {out} exists and is not empty; pass --overwrite to replace it")
+    check_model_dir(out, overwrite, what="--out")  # fail before loading the data and an hour of fitting
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
     calibrator = calibrator_for_run(from_run, spec.name) if (from_run is not None and calibrate_std) else None
     seed = cfg_seed if seed is None else int(seed)

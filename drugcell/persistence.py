@@ -20,6 +20,7 @@ molecules in :mod:`drugcell.prediction`: both import this module, never the othe
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from drugcell.calibration.calibrator import Calibrator
 from drugcell.defaults import COMPOUND_COL, MORGAN_BITS, MORGAN_RADIUS, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
+from drugcell.outputs import check_folder_output
 from drugcell.provenance import atomic_dir, provenance, read_json_object, sha256_file, strict_json
 
 FORMAT = "drugcell.model"
@@ -84,6 +86,21 @@ def _plain_array(name: str, a: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- save
+def is_saved_model(path: str | Path) -> bool:
+    """Whether ``path`` is a folder drugcell wrote as a model (a model.json object of this format)."""
+    try:
+        meta = json.loads((Path(path) / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def check_model_dir(path: str | Path, overwrite: bool, what: str = "model dir") -> bool:
+    """Before any fitting: a new or empty folder is fine, an earlier saved model is replaced only with
+    ``overwrite`` (True is returned then); a file or a folder that is not a drugcell model never is."""
+    return check_folder_output(path, overwrite, what=what, kind="saved model", is_ours=is_saved_model)
+
+
 def _check_calibrator(calibrator: Calibrator | None, name: str) -> None:
     if calibrator is not None and calibrator.predictor != name:
         raise ValueError(f"the calibrator was fitted for predictor {calibrator.predictor!r}, "
@@ -92,7 +109,8 @@ def _check_calibrator(calibrator: Calibrator | None, name: str) -> None:
 
 def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name: str | None = None,
                seed: int | None = None, overwrite: bool = False, calibrator: Calibrator | None = None) -> Path:
-    """Write a fitted predictor to ``model_dir`` (built in a temp dir, then renamed into place).
+    """Write a fitted predictor to ``model_dir`` (built in a temp dir, then renamed into place). An
+    earlier saved model there is replaced only with ``overwrite``; any other folder never is.
 
     ``train_info`` is a :class:`TrainInfo` or the ExpressionSet the model was fitted on;
     ``calibrator`` (fitted for the predictor called ``name``) is stored as ``calibrator.json``
@@ -107,11 +125,7 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
     name = name or predictor.kind
     _check_calibrator(calibrator, name)
     final = Path(model_dir)
-    if final.exists() and any(final.iterdir()):
-        if not overwrite:
-            raise DrugcellInputError(f"model dir {final} exists and is not empty; pass --overwrite to replace it")
-        if not (final / "model.json").is_file():
-            raise DrugcellInputError(f"{final} is not a saved model (no model.json); refusing to replace it")
+    check_model_dir(final, overwrite)
     genes = np.asarray(predictor.genes).astype(str)
     if info.mean_profile.shape != (len(genes),):
         raise ValueError(f"train_info mean profile has shape {info.mean_profile.shape}, expected ({len(genes)},)")

@@ -18,6 +18,7 @@ from drugcell.calibration.calibrator import Calibrator
 from drugcell.defaults import COMPOUND_COL, GENE_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction
+from drugcell.outputs import check_file_output
 from drugcell.persistence import SavedModel
 from drugcell.provenance import atomic_path
 
@@ -162,9 +163,10 @@ def predict_molecules(model_dir: str | Path, smiles: list[str], ids: list[str] |
     )
 
 
-def write_predictions(result: PredictResult, out: str | Path) -> Path:
-    """The long table as parquet (or CSV when ``out`` ends in .csv), written atomically."""
-    out = Path(out)
+def write_predictions(result: PredictResult, out: str | Path, *, overwrite: bool = False) -> Path:
+    """The long table as parquet (or CSV when ``out`` ends in .csv), written atomically; an existing
+    file is replaced only with ``overwrite``."""
+    out = check_file_output(out, overwrite)
     table = result.long_table()
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".csv":

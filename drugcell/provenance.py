@@ -1,7 +1,9 @@
 """Provenance and atomic writes: every result file says how it was made, and none is half-written.
 
 Use :func:`atomic_path` for any file the user will read: write to the temporary path it yields,
-and the final name appears only if the block finishes without an exception.
+and the final name appears only if the block finishes without an exception. Inside it (and inside
+:func:`atomic_dir`) SIGTERM and SIGHUP raise :class:`Terminated`, so the temporary file is removed
+on every exit path a process can catch (SIGINT already raises KeyboardInterrupt).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,20 +30,78 @@ from drugcell.errors import DrugcellInputError
 from drugcell.paths import repo_root
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while drugcell was writing a file (see :func:`terminate_raises`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name} during a write")
+        self.signum = signum
+
+
+_CATCH = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+_DEFER = (*_CATCH, signal.SIGINT)
+_depth = 0
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP raise :class:`Terminated` (instead of killing the process
+    outright), so ``finally`` clauses remove temporary files. Nested use is free; outside the main
+    thread (where handlers cannot be set) it does nothing."""
+    global _depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _depth:
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+        return
+    old = {s: signal.signal(s, _raise_terminated) for s in _CATCH}
+    _depth = 1
+    try:
+        yield
+    finally:
+        _depth = 0
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler set outside Python
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM, SIGHUP and SIGINT back during a few renames that must not be cut in half; a
+    signal that arrived meanwhile is delivered when the block ends."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFER)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto ``path`` only on success."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with terminate_raises():
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, final)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 @contextlib.contextmanager
@@ -48,21 +110,23 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     and removed), on failure it is deleted and ``path`` is left as it was."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with terminate_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            yield tmp
+            with signals_deferred():  # never stop between the two renames
+                if final.exists():
+                    old = final.with_name(f".{final.name}.old")
+                    if old.exists():
+                        shutil.rmtree(old)
+                    os.replace(final, old)
+                    os.replace(tmp, final)
+                    shutil.rmtree(old)
+                else:
+                    os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:

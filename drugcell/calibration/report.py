@@ -26,7 +26,8 @@ from drugcell.calibration.grouping import (
 )
 from drugcell.calibration.stats import GAUSSIAN_COVERAGE, MAE_PER_STD
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import atomic_path, fingerprint_files, provenance, write_json, write_text
+from drugcell.outputs import FileSet
+from drugcell.provenance import atomic_path, fingerprint_files, provenance, strict_json
 from drugcell.reporting import fmt_number, md_table
 
 #: Scaled 1-sigma coverage this far above 0.683 is flagged as heavier-than-Gaussian tails.
@@ -160,9 +161,16 @@ class CalibrationReport:
     calibrators: dict[str, Calibrator] = field(default_factory=dict)
 
 
+def calibration_files(run_dir: str | os.PathLike[str]) -> FileSet:
+    """What ``drugcell calibrate`` writes into a run, as one set (replaced whole, manifest last)."""
+    return FileSet(Path(run_dir), "calibration", (
+        "calibrators/*.json", "calibration.parquet", "calibration_reliability.parquet", "calibration_*.png",
+        "calibration.md", "calibration_manifest.json"))
+
+
 def _save_calibrators(run_dir: Path, raw: pd.DataFrame, summary: pd.DataFrame,
-                      fingerprint: str) -> dict[str, Calibrator]:
-    """Fit and save one calibrator per predictor whose pooled scale is a positive number."""
+                      fingerprint: str, stage) -> dict[str, Calibrator]:
+    """Fit and save (into ``stage``) one calibrator per predictor whose pooled scale is a positive number."""
     pooled = summary[summary["fold"] == "all"]
     out: dict[str, Calibrator] = {}
     for predictor, scale in zip(pooled["predictor"], pooled["scale"]):
@@ -170,19 +178,24 @@ def _save_calibrators(run_dir: Path, raw: pd.DataFrame, summary: pd.DataFrame,
             continue
         cal = Calibrator.from_samples(raw, predictor, source=str(run_dir / UNCERTAINTY_FILE),
                                       fitted_on={"run": str(run_dir), "uncertainty_fingerprint": fingerprint})
-        cal.save(calibrator_path(run_dir, predictor))
+        cal.save(stage.path(calibrator_path(run_dir, predictor).relative_to(run_dir).as_posix()))
         out[predictor] = cal
     return out
 
 
-def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10) -> CalibrationReport:
+def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10, overwrite: bool = False) -> CalibrationReport:
     """Calibrate every std-predicting predictor of a CV run and write the results into the run.
 
     Writes ``calibration.parquet`` (summary), ``calibration_reliability.parquet`` (decile tables),
     ``calibration.md``, ``calibration_<predictor>.png``, ``calibrators/<predictor>.json`` (the
-    fitted :class:`Calibrator` that ``submit --from-run`` applies) and ``calibration_manifest.json``.
+    fitted :class:`Calibrator` that ``submit --from-run`` applies) and ``calibration_manifest.json``,
+    as one set (:func:`calibration_files`): an earlier calibration is replaced whole, and only with
+    ``overwrite`` (checked before the work).
     """
     run_dir = Path(run_dir)
+    outputs = calibration_files(run_dir)
+    outputs.recover()
+    outputs.check(overwrite, f"drugcell calibrate {run_dir}")
     raw = load_uncertainty(run_dir)
     cells = usable_cells(raw, source=str(run_dir / UNCERTAINTY_FILE))
     n_samples, n_dropped = int(cells.error.size), cells.n_dropped
@@ -200,27 +213,26 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10) -> Calib
 
     fingerprint = fingerprint_files([run_dir / UNCERTAINTY_FILE])
     files: dict[str, Path] = {}
-    files["summary"] = run_dir / "calibration.parquet"
-    with atomic_path(files["summary"]) as tmp:
-        summary.to_parquet(tmp, index=False)
-    files["reliability"] = run_dir / "calibration_reliability.parquet"
-    with atomic_path(files["reliability"]) as tmp:
-        reliability.to_parquet(tmp, index=False)
-    for predictor in summary["predictor"].unique():
-        pooled = summary[(summary["predictor"] == predictor) & (summary["fold"] == "all")].iloc[0]
-        path = run_dir / f"calibration_{safe_name(predictor)}.png"
-        reliability_plot(reliability[reliability["predictor"] == predictor], pooled, path,
-                         title=f"{predictor}: calibration of the predicted std")
-        files[f"plot:{predictor}"] = path
-    calibrators = _save_calibrators(run_dir, raw, summary, fingerprint)
-    files.update({f"calibrator:{p}": calibrator_path(run_dir, p) for p in calibrators})
-    files["markdown"] = run_dir / "calibration.md"
-    write_text(files["markdown"], md)
-    files["manifest"] = run_dir / "calibration_manifest.json"
-    write_json(files["manifest"], provenance(
-        command="calibrate", config={"n_bins": n_bins}, data_fingerprint=fingerprint,
-        n_samples=n_samples, n_dropped=n_dropped,
-        outputs=sorted(p.relative_to(run_dir).as_posix() for p in files.values()),
-    ))
+    with outputs.write() as stage:
+        files["summary"] = run_dir / "calibration.parquet"
+        summary.to_parquet(stage.path(files["summary"].name), index=False)
+        files["reliability"] = run_dir / "calibration_reliability.parquet"
+        reliability.to_parquet(stage.path(files["reliability"].name), index=False)
+        for predictor in summary["predictor"].unique():
+            pooled = summary[(summary["predictor"] == predictor) & (summary["fold"] == "all")].iloc[0]
+            path = run_dir / f"calibration_{safe_name(predictor)}.png"
+            reliability_plot(reliability[reliability["predictor"] == predictor], pooled, stage.path(path.name),
+                             title=f"{predictor}: calibration of the predicted std")
+            files[f"plot:{predictor}"] = path
+        calibrators = _save_calibrators(run_dir, raw, summary, fingerprint, stage)
+        files.update({f"calibrator:{p}": calibrator_path(run_dir, p) for p in calibrators})
+        files["markdown"] = run_dir / "calibration.md"
+        stage.path(files["markdown"].name).write_text(md)
+        files["manifest"] = run_dir / "calibration_manifest.json"
+        stage.path(files["manifest"].name).write_text(strict_json(provenance(
+            command="calibrate", config={"n_bins": n_bins}, data_fingerprint=fingerprint,
+            n_samples=n_samples, n_dropped=n_dropped,
+            outputs=sorted(p.relative_to(run_dir).as_posix() for p in files.values()),
+        ), indent=2, sort_keys=True) + "\n")
     return CalibrationReport(summary=summary, reliability=reliability, markdown=md, n_samples=n_samples,
                              n_dropped=n_dropped, files=files, calibrators=calibrators)

@@ -18,15 +18,18 @@ def calibrate(
         "--bins", min=1,
         help="Number of predicted-std quantile bins in the reliability table (10 = deciles).",
     )] = 10,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier calibration of the run (all its files, as one set).")] = False,
 ) -> None:
     """Coverage at 1 and 2 sigma, MAE per predicted-std decile, and one std scale fitted on the
     other folds and tested on each held-out fold. Writes calibration.parquet,
     calibration_reliability.parquet, calibration.md, calibration_<predictor>.png,
     calibrators/<predictor>.json (the fitted scale `submit --from-run` applies) and
-    calibration_manifest.json into RUN_DIR and prints the summary table."""
+    calibration_manifest.json into RUN_DIR (all of them or none; an earlier calibration is replaced only
+    with --overwrite) and prints the summary table."""
     from drugcell.calibration.report import calibrate_run, calibration_markdown
 
-    report = calibrate_run(run_dir, n_bins=bins)
+    report = calibrate_run(run_dir, n_bins=bins, overwrite=overwrite)
     typer.echo(calibration_markdown(report.summary))
     if report.n_dropped:
         typer.echo(f"{report.n_dropped:,} cells dropped (non-finite error/std or std <= 0).")

@@ -24,13 +24,17 @@ def predict(
     threshold: Annotated[float, typer.Option(
         min=0.0, max=1.0,
         help="Warn when a molecule's nearest training compound has Tanimoto below this (Morgan r2, 2048 bits).")] = 0.3,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     gene_symbols: Annotated[Optional[Path], typer.Option(
         help="CSV mapping gene ids to symbols for the printed table "
              "(gene_id/ensembl_id + gene_symbol/symbol).")] = None,
 ) -> None:
     """Predict the log2(CPM+1) profile of new molecules; an unparseable SMILES exits with code 2."""
+    from drugcell.outputs import check_file_output
     from drugcell.prediction import predict_molecules, read_molecules, write_predictions
 
+    if out is not None:
+        check_file_output(out, overwrite)  # before reading the model and predicting
     ids, smi = read_molecules(input, smiles, id_column)
     res = predict_molecules(model, list(smi), list(ids), threshold=threshold,
                             source=str(input) if input is not None else "--smiles")
@@ -43,7 +47,7 @@ def predict(
     if res.calibrator is not None:
         typer.echo(f"std scaled by the model's calibrator: {res.calibrator.describe()}")
     if out is not None:
-        path = write_predictions(res, out)
+        path = write_predictions(res, out, overwrite=overwrite)
         typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}; wrote {path}")
         return
     symbols = None

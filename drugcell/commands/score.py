@@ -23,6 +23,7 @@ from contest_scorer import aggregate_leaderboards, score_compounds, validate_sub
 from contest_scorer.errors import ScoringError
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_COL
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_file_output, submission_files
 from drugcell.provenance import atomic_path, provenance, sha256_file, strict_json
 
 N_WORST = 5
@@ -182,8 +183,14 @@ def score(
         help="gene_filter.csv (column gene_id): the scored genes. Default: the truth's genes.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Also write the per-compound scores and provenance here (JSON).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Score a submission as the leaderboard does: mean over compounds of the Mejia-weighted MSE."""
+    if out is not None:
+        check_file_output(out, overwrite)  # before reading and scoring
+    note = submission_files(submission).recover()  # finish a submit that was killed while writing the set
+    if note:
+        typer.echo(f"note: {note}")
     result = score_files(submission, truth, weights, gene_filter)
     lb = result.leaderboard
     typer.echo(f"leaderboard wMSE: {lb['wmse_mean']:.6f}  (mean over {lb['n_compounds']} compounds x "

@@ -11,10 +11,12 @@ import typer
 def submit(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir of the training compounds.")],
     test_compounds: Annotated[Path, typer.Option(
-        help="The contest's test_compounds.csv (compound,compound_name,...,smiles,inchi_key).")],
+        help="The contest's test_compounds.csv (compound,compound_name,...,smiles,inchi_key), or the same "
+             "table as .parquet.")],
     gene_filter: Annotated[Path, typer.Option(help="The contest's gene_filter.csv (column gene_id).")],
-    out: Annotated[Path, typer.Option(help="Submission parquet to write (atomically).")] = Path(
-        "submissions/predictions.parquet"),
+    out: Annotated[Path, typer.Option(
+        help="Submission parquet to write; with <stem>.std.parquet and <out>.manifest.json it is written as one "
+             "set (all three or none).")] = Path("submissions/predictions.parquet"),
     predictor: Annotated[Optional[str], typer.Option(
         help="Predictor name in the config (or a registry kind with default params).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config holding the predictor entry.")] = None,
@@ -33,14 +35,27 @@ def submit(
              "(the one `drugcell calibrate` saved in the run, else fitted from its uncertainty samples).")] = True,
     save_model: Annotated[Optional[Path], typer.Option(
         help="Also save the refitted model here, with its std calibrator (for `drugcell predict --model`).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier submission set at --out (and a model at --save-model that drugcell "
+                            "saved); a sidecar the new set lacks is removed.")] = False,
+    allow_stereo_overlap: Annotated[bool, typer.Option(
+        "--allow-stereo-overlap",
+        help="Submit test compounds that share only the InChIKey first block with a training compound "
+             "(stereoisomers, E/Z isomers); they are counted in the audit and the manifest. The same molecule "
+             "(full InChIKey, canonical SMILES or id) is always refused.")] = False,
 ) -> None:
     """Refit on every training compound, audit against the test set, predict, validate, write."""
     from drugcell.calibration.calibrator import calibrator_for_run
     from drugcell.data.expression_set import ExpressionSet
     from drugcell.errors import DrugcellInputError
     from drugcell.fitting import resolve_predictor, run_config
-    from drugcell.submission import make_submission
+    from drugcell.submission import check_outputs, make_submission
 
+    if select is not None and from_run is None:
+        raise DrugcellInputError("--select applies to --from-run's choice; pass --from-run RUN_DIR (or drop --select)")
+    note = check_outputs(out, save_model, overwrite)  # before reading the run, loading data or fitting
+    if note:
+        typer.echo(f"note: {note}")
     if from_run is not None and predictor is None:
         from drugcell.fitting import chosen_from_run, run_config
 
@@ -48,8 +63,6 @@ def submit(
         typer.echo(f"chosen from {from_run}: {choice.predictor} (rule '{choice.rule}'). {choice.reason}")
         predictor = choice.predictor
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
-    if select is not None and from_run is None:
-        raise DrugcellInputError("--select applies to --from-run's choice; pass --from-run RUN_DIR (or drop --select)")
     # predictors that select under a metric refit under the one their CV run used
     fit_metric = run_config(from_run).metrics[0] if from_run is not None else metric
     es = ExpressionSet.load(data)
@@ -58,7 +71,10 @@ def submit(
         typer.echo(calibrator.describe())
     result = make_submission(es, spec, test_compounds, gene_filter, out,
                              seed=cfg_seed if seed is None else seed, write_std=std, calibrator=calibrator,
-                             save_model_dir=save_model, metric=fit_metric)
+                             save_model_dir=save_model, metric=fit_metric, overwrite=overwrite,
+                             allow_stereo_overlap=allow_stereo_overlap)
+    for w in result.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(result.audit_line)
     typer.echo(f"{spec.name}: {result.n_compounds} compounds x {result.n_genes} genes = {result.n_rows} rows "
                f"validated; fallbacks {result.info.get('n_fallback', 0):.0f}, clipped cells "

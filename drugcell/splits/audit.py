@@ -4,6 +4,11 @@ A molecule on both sides of a split turns a structure-to-response benchmark into
 a split is refused outright (:class:`LeakError`). Otherwise the report says how "unseen" the test
 side is: how many test compounds share a scaffold with training, and how close each one's nearest
 training neighbour is (Morgan/Tanimoto), which is what retrieval-style predictors live on.
+
+Same molecule = same full InChIKey, same canonical (isomeric) SMILES or same compound id; same
+skeleton = same InChIKey first block only (stereoisomers, E/Z isomers). CV folds refuse both. A
+fixed test set (``drugcell submit``) may hold a stereoisomer of a training compound, which is a
+different compound: ``allow_stereo=True`` lets such pairs through, listed in ``stereo_overlaps``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class AuditReport:
     nearest_similarity: dict[str, float]  # quantiles of each test compound's max Tanimoto to train
     frac_nearest_ge: dict[str, float]     # fraction of test compounds with nearest >= threshold
     duplicates: list[dict] = field(default_factory=list)  # only when on_duplicate="report"
+    stereo_overlaps: list[dict] = field(default_factory=list)  # first-block-only pairs let through (allow_stereo)
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +58,7 @@ class AuditReport:
             "nearest_similarity": dict(self.nearest_similarity),
             "frac_nearest_ge": dict(self.frac_nearest_ge),
             "n_duplicates": len(self.duplicates), "duplicates": list(self.duplicates),
+            "n_stereo_overlaps": len(self.stereo_overlaps), "stereo_overlaps": list(self.stereo_overlaps),
         }
 
     def describe(self) -> str:
@@ -59,6 +66,10 @@ class AuditReport:
         q = self.nearest_similarity
         ge = ", ".join(f">={t}: {v:.1%}" for t, v in self.frac_nearest_ge.items())
         dup = f"; {len(self.duplicates)} DUPLICATES across the split" if self.duplicates else ""
+        if self.stereo_overlaps:
+            n_test = len({d["test_id"] for d in self.stereo_overlaps})
+            dup += (f"; {n_test} test compound(s) share only the InChIKey first block (stereo/E-Z isomers) with "
+                    f"{len(self.stereo_overlaps)} training pair(s), allowed")
         return (f"{self.name}: {self.n_train} train / {self.n_test} test; "
                 f"{self.n_test_scaffold_in_train} test compounds "
                 f"({self.frac_test_scaffold_in_train:.1%}) share a scaffold with train; "
@@ -67,7 +78,7 @@ class AuditReport:
                 f"unparsed {self.n_unparsed_train} train / {self.n_unparsed_test} test{dup}")
 
 
-# Per-process cache: SMILES string -> (parsed ok, identity keys, scaffold, Morgan bits row).
+# Per-process cache: SMILES string -> (parsed ok, identity keys, scaffold, Morgan bits row, InChIKey).
 _FACTS: dict[str, tuple] = {}
 _FACTS_MAX = 200_000  # ~0.4 GB of 2048-bit rows at most; cleared, not evicted, when exceeded
 
@@ -79,9 +90,10 @@ class _ChemView:
     ids: list[str]
     smiles: list[str]
     ok: np.ndarray                 # parsed
-    ident: list[list[str]]         # identity keys: InChIKey first block, canonical SMILES
+    ident: list[list[str]]         # identity keys: full InChIKey, canonical SMILES, InChIKey first block
     scaffold: list[str]            # "" when acyclic or unparsed
     bits: np.ndarray               # Morgan bits (zero rows when unparsed)
+    inchikey: list[str]            # full InChIKey ("" when unparsed or InChI failed)
 
     @classmethod
     def build(cls, smiles: Sequence, ids: Sequence) -> _ChemView:
@@ -103,46 +115,56 @@ class _ChemView:
                 ok = bool(parsed.ok[i])
                 keys = []
                 if ok:
+                    if parsed.inchikey[i]:
+                        keys.append("inchikey:" + parsed.inchikey[i])
+                    if parsed.canonical[i]:
+                        keys.append("canonical:" + parsed.canonical[i])
                     block = inchikey_first_block(parsed.inchikey[i])
                     if block:
                         keys.append("inchikey-block1:" + block)
-                    if parsed.canonical[i]:
-                        keys.append("canonical:" + parsed.canonical[i])
-                _FACTS[t] = (ok, tuple(keys), scaf[i] if ok else "", bits[i])
+                _FACTS[t] = (ok, tuple(keys), scaf[i] if ok else "", bits[i], parsed.inchikey[i] if ok else "")
         facts = [_FACTS[t] for t in text]
         n_bits = facts[0][3].shape[0] if facts else 2048
         return cls([str(x) for x in ids], text, np.array([f[0] for f in facts], dtype=bool),
                    [list(f[1]) for f in facts], [f[2] for f in facts],
-                   np.stack([f[3] for f in facts]) if facts else np.zeros((0, n_bits), np.uint8))
+                   np.stack([f[3] for f in facts]) if facts else np.zeros((0, n_bits), np.uint8),
+                   [f[4] for f in facts])
 
     def subset(self, idx: np.ndarray) -> _ChemView:
         idx = np.asarray(idx)
         pick = idx.tolist()
         return _ChemView([self.ids[i] for i in pick], [self.smiles[i] for i in pick], self.ok[idx],
                          [self.ident[i] for i in pick], [self.scaffold[i] for i in pick],
-                         self.bits[idx])
+                         self.bits[idx], [self.inchikey[i] for i in pick])
+
+
+#: how a pair matched, strongest first; only "inchikey-block1" alone is a stereo overlap
+MATCH_KINDS = ("inchikey", "canonical", "compound id", "inchikey-block1")
 
 
 def find_duplicates(train: _ChemView, test: _ChemView) -> list[dict]:
-    """Every (train, test) pair that is one molecule, or one compound id, on both sides."""
+    """Every (train, test) pair that is one molecule, one skeleton (InChIKey first block), or one
+    compound id on both sides; ``stereo_only`` marks pairs that share the first block and nothing else."""
     by_key: dict[str, list[int]] = {}
     for i, ks in enumerate(train.ident):
         for k in ks:
             by_key.setdefault(k, []).append(i)
-    found: dict[tuple[int, int], str] = {}
+    found: dict[tuple[int, int], set[str]] = {}
     for j, ks in enumerate(test.ident):
         for k in ks:
             for i in by_key.get(k, ()):
-                found.setdefault((i, j), k.split(":", 1)[0])
+                found.setdefault((i, j), set()).add(k.split(":", 1)[0])
     train_pos: dict[str, list[int]] = {}
     for i, t in enumerate(train.ids):
         train_pos.setdefault(t, []).append(i)
     for j, t in enumerate(test.ids):
         for i in train_pos.get(t, ()):
-            found.setdefault((i, j), "compound id")
-    return [{"train_id": train.ids[i], "test_id": test.ids[j], "matched_on": how,
-             "train_smiles": train.smiles[i], "test_smiles": test.smiles[j]}
-            for (i, j), how in sorted(found.items())]
+            found.setdefault((i, j), set()).add("compound id")
+    return [{"train_id": train.ids[i], "test_id": test.ids[j],
+             "matched_on": min(kinds, key=MATCH_KINDS.index), "stereo_only": kinds == {"inchikey-block1"},
+             "train_smiles": train.smiles[i], "test_smiles": test.smiles[j],
+             "train_inchikey": train.inchikey[i], "test_inchikey": test.inchikey[j]}
+            for (i, j), kinds in sorted(found.items())]
 
 
 def nearest_train_similarity(train_bits: np.ndarray, test_bits: np.ndarray) -> np.ndarray:
@@ -160,14 +182,16 @@ def nearest_train_similarity(train_bits: np.ndarray, test_bits: np.ndarray) -> n
 def audit_split(
     train_smiles: Sequence[str], test_smiles: Sequence[str],
     train_ids: Sequence[str], test_ids: Sequence[str], *, name: str = "fold 1",
-    on_duplicate: Literal["raise", "report"] = "raise",
+    on_duplicate: Literal["raise", "report"] = "raise", allow_stereo: bool = False, stereo_flag: str | None = None,
 ) -> AuditReport:
     """Refuse a split with one molecule on both sides; otherwise report how unseen the test side is.
 
-    Same molecule = same InChIKey first block (connectivity, so stereoisomers count) or the same
-    canonical SMILES, or the same compound id. ``on_duplicate="report"`` lists them in the report
-    instead of raising (for a caller that only wants to show the overlap, e.g. a submission check).
-    Unparseable SMILES cannot be compared; they are counted and left out of the similarity figures.
+    Same molecule = same full InChIKey or canonical SMILES, or the same compound id; a pair that
+    shares only the InChIKey first block (stereoisomers, E/Z isomers) is refused as well unless
+    ``allow_stereo`` (then it is listed in ``stereo_overlaps``); ``stereo_flag`` names the option
+    that allows it in the refusal. ``on_duplicate="report"`` lists every pair in the report instead
+    of raising (for a caller that only wants to show the overlap). Unparseable SMILES cannot be
+    compared; they are counted and left out of the similarity figures.
     """
     for side, smi, ids in (("train", train_smiles, train_ids), ("test", test_smiles, test_ids)):
         if len(smi) != len(ids):
@@ -175,7 +199,7 @@ def audit_split(
                 f"{name}: {len(smi)} {side} SMILES but {len(ids)} {side} compound ids; pass one id "
                 f"per SMILES")
     return _audit(_ChemView.build(train_smiles, train_ids), _ChemView.build(test_smiles, test_ids),
-                  name=name, on_duplicate=on_duplicate)
+                  name=name, on_duplicate=on_duplicate, allow_stereo=allow_stereo, stereo_flag=stereo_flag)
 
 
 def audit_folds(
@@ -201,18 +225,37 @@ def audit_folds(
     return reports
 
 
-def _audit(tr: _ChemView, te: _ChemView, *, name: str, on_duplicate: str) -> AuditReport:
+def _refuse(name: str, dups: list[dict], stereo_flag: str | None) -> None:
+    """The LeakError naming every pair (the first 10): molecules first, then stereo overlaps."""
+    dups = sorted(dups, key=lambda d: d["stereo_only"])
+    shown = "; ".join(
+        f"train {d['train_id']} ({d['train_smiles']}, {d['train_inchikey'] or 'no InChIKey'}) and test "
+        f"{d['test_id']} ({d['test_smiles']}, {d['test_inchikey'] or 'no InChIKey'}) share the "
+        + ("InChIKey first block only (inchikey-block1: stereo/E-Z isomers)" if d["stereo_only"]
+           else f"same {d['matched_on']}")
+        for d in dups[:10])
+    more = f" (+{len(dups) - 10} more)" if len(dups) > 10 else ""
+    fix = ("Remove the duplicates from one side, or build folds with drugcell.splits.folds.make_folds, which "
+           "keeps identical molecules together")
+    n_stereo = sum(d["stereo_only"] for d in dups)
+    if stereo_flag and n_stereo == len(dups):
+        fix = (f"These are stereoisomers (or E/Z isomers) of training compounds, not the same molecules: pass "
+               f"{stereo_flag} to submit them (counted in the audit and the manifest)")
+    elif stereo_flag and n_stereo:
+        fix = (f"Remove the same molecules from the test set; the {n_stereo} pair(s) sharing only the InChIKey "
+               f"first block are stereoisomers, which {stereo_flag} allows")
+    raise LeakError(f"{name}: {len(dups)} compound pair(s) sit on both sides of the split: {shown}{more}. {fix}")
+
+
+def _audit(tr: _ChemView, te: _ChemView, *, name: str, on_duplicate: str, allow_stereo: bool = False,
+           stereo_flag: str | None = None) -> AuditReport:
     if on_duplicate not in ("raise", "report"):
         raise DrugcellInputError(f"on_duplicate must be 'raise' or 'report', got {on_duplicate!r}")
-    dups = find_duplicates(tr, te)
+    found = find_duplicates(tr, te)
+    stereo = [d for d in found if d["stereo_only"]] if allow_stereo else []
+    dups = [d for d in found if not (allow_stereo and d["stereo_only"])]
     if dups and on_duplicate == "raise":
-        shown = "; ".join(f"train {d['train_id']} ({d['train_smiles']}) = test {d['test_id']} "
-                          f"({d['test_smiles']}) by {d['matched_on']}" for d in dups[:10])
-        more = f" (+{len(dups) - 10} more)" if len(dups) > 10 else ""
-        raise LeakError(
-            f"{name}: {len(dups)} compound pair(s) sit on both sides of the split: {shown}{more}. "
-            f"Remove the duplicates from one side, or build folds with drugcell.splits.folds."
-            f"make_folds, which keeps identical molecules together")
+        _refuse(name, dups, stereo_flag)
 
     train_scaffolds = {s for s in tr.scaffold if s}
     n_in = sum(1 for s in te.scaffold if s and s in train_scaffolds)
@@ -231,5 +274,5 @@ def _audit(tr: _ChemView, te: _ChemView, *, name: str, on_duplicate: str) -> Aud
         n_unparsed_train=int((~tr.ok).sum()), n_unparsed_test=int((~te.ok).sum()),
         n_test_scaffold_in_train=n_in, frac_test_scaffold_in_train=n_in / n_test if n_test else 0.0,
         n_test_acyclic=n_acyclic, nearest_similarity=quant, frac_nearest_ge=frac,
-        duplicates=dups if on_duplicate == "report" else [],
+        duplicates=dups if on_duplicate == "report" else [], stereo_overlaps=stereo,
     )
