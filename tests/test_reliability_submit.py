@@ -366,11 +366,11 @@ def test_defect2_programs_never_writes_into_a_run_and_replaces_its_own_output_on
     run = tmp_path / "run"
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"command": "drugcell cv"}))
-    with pytest.raises(DrugcellInputError, match="not a `drugcell programs` output.*even with --overwrite"):
+    with pytest.raises(DrugcellInputError, match="no `drugcell programs` output.*even with --overwrite"):
         run_programs(run, data=cache, rank=2, overwrite=True)
     assert json.loads((run / "manifest.json").read_text()) == {"command": "drugcell cv"}
     run_programs(tmp_path / "p", data=cache, rank=2, top=3)
-    with pytest.raises(DrugcellInputError, match="already holds a `drugcell programs` output.*--overwrite"):
+    with pytest.raises(DrugcellInputError, match="already holds `drugcell programs` output.*--overwrite"):
         run_programs(tmp_path / "p", data=cache, rank=3, top=3)
     (tmp_path / "p" / "stale.txt").write_text("from an older version")
     run_programs(tmp_path / "p", data=cache, rank=3, top=3, overwrite=True)
