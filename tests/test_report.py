@@ -254,6 +254,19 @@ def test_an_older_or_damaged_run_gets_notes_not_a_traceback(plate_run, tmp_path)
     assert "sections with a note" in res.output
 
 
+def test_without_scores_the_interval_comes_from_the_fold_means(bare_run, tmp_path):
+    run = _copy(bare_run, tmp_path / "run")
+    scores = pd.read_parquet(run / "scores.parquet")
+    (run / "scores.parquet").unlink()
+    page = _parse(write_report(run).path)
+    assert "scores.parquet is missing" in page.text["ranking"]
+    for p, sub in scores.groupby("predictor"):
+        fold_means = sub.groupby("fold")["wmse"].mean()
+        half = 1.96 * fold_means.std(ddof=1) / np.sqrt(len(fold_means))
+        mean = sub["wmse"].mean()
+        assert _row(page, "ranking", p, col=1)[2:4] == [f"{mean:.4f}", f"[{mean - half:.4f}, {mean + half:.4f}]"]
+
+
 def test_refusals_overwrite_and_the_runs_own_files(bare_run, tmp_path):
     run = _copy(bare_run, tmp_path / "run")
     write_report(run)
