@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check drugcell contest_scorer tests benchmarks
 
-test: $(STAMP)
+# Headless Chromium for the report page's browser test (tests/test_report.py): Debian's package,
+# installed once when missing and when root; quiet. Without it that test skips, or fails under CI.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium is not installed (needs root and apt-get): the report's browser test will skip, or fail under CI"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q tests
 
 clean:

@@ -13,7 +13,20 @@ from collections.abc import Callable
 import typer
 
 from contest_scorer.errors import ScoringError
-from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, score, submit, synth, weights
+from drugcell.commands import (
+    calibrate,
+    cv,
+    demo,
+    fit,
+    load,
+    predict,
+    programs,
+    report,
+    score,
+    submit,
+    synth,
+    weights,
+)
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import Terminated
 
@@ -24,6 +37,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("load", load.load_command),
     ("cv", cv.cv),
     ("calibrate", calibrate.calibrate),
+    ("report", report.report),
     ("submit", submit.submit),
     ("score", score.score),
     ("fit", fit.fit),

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("drugcell.splits",),
     ("drugcell.models",),
     ("drugcell.evaluation.bootstrap", "drugcell.evaluation.summary", "drugcell.config"),
-    ("drugcell.evaluation", "drugcell.calibration", "drugcell.programs"),
+    ("drugcell.evaluation", "drugcell.calibration", "drugcell.programs", "drugcell.report"),
     ("drugcell.persistence", "drugcell.fitting", "drugcell.prediction", "drugcell.submission",
      "drugcell.demo", "drugcell.heldout"),
     ("drugcell.commands",),
