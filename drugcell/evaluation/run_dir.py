@@ -34,7 +34,13 @@ COMMAND = "drugcell cv"
 
 def staging_dir(out: Path) -> Path:
     """Where the run for ``out`` is written until it is complete."""
+    out = _absolute(out)
     return out.parent / f".{out.name}.partial"
+
+
+def _absolute(out: Path) -> Path:
+    """``out`` with a name of its own ("." or "run/.." become the folder they mean); links kept."""
+    return Path(os.path.abspath(out))
 
 
 def _set_aside_dir(out: Path) -> Path:
@@ -110,6 +116,7 @@ def clear_stale_staging(out: Path) -> str | None:
     """Remove what an interrupted run of ``out`` left (its staging folder; an earlier run set aside
     is put back if ``out`` is missing) and say what was done; None when there was nothing. Refuses
     a folder under those names that drugcell did not write, and one a live process is writing."""
+    out = _absolute(out)
     notes = []
     aside = _set_aside_dir(out)
     for folder in (staging_dir(out), aside):
@@ -184,6 +191,7 @@ def staged_run(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty staging folder for the run of ``out``; when the block completes it becomes
     ``out`` (replacing an earlier run, checked again against ``overwrite``); on an exception, SIGINT
     or SIGTERM it is removed and ``out`` is left as it was."""
+    out = _absolute(out)
     note = clear_stale_staging(out)
     if note:
         warnings.warn(note, stacklevel=3)
