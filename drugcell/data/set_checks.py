@@ -106,7 +106,7 @@ def check_values(es: Any, where: dict[str, str] | None = None, fix: str = "") ->
     bad_rows = rows_with(es.expression, lambda b: ~np.isfinite(b), True)
     if len(bad_rows):
         raise DrugcellInputError(f"{label['expression']} has NaN/inf for {len(bad_rows)} compound(s), e.g. "
-                                 f"{es.compounds[bad_rows[0]]} ({_show(es.compounds, bad_rows)}); {fix}")
+                                 f"{_show(es.compounds, bad_rows)}; {fix}")
     check_weights(es.weights, es.compounds, label["weights"], fix)
     if len(es.n_replicates) and es.n_replicates.min() < 1:
         i = int(np.argmin(es.n_replicates))
