@@ -201,8 +201,8 @@ def test_a_damaged_cache_file_is_named(tmp_path, damage, match):
 
 @pytest.mark.parametrize("field_name, value, match", [
     ("expression", np.nan, "expression has NaN/inf"),
-    ("weights", np.inf, "weights has NaN/inf"),
-    ("weights", -0.1, "weights are negative"),
+    ("weights", np.inf, "weights contain 1 NaN/inf value"),
+    ("weights", -0.1, "weights contain 1 negative value"),
     ("n_replicates", 0, "n_replicates is 0"),
 ])
 def test_bad_values_are_refused_naming_a_compound(field_name, value, match):

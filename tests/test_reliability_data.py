@@ -26,7 +26,7 @@ from drugcell.data.expression_set import ExpressionSet
 from drugcell.errors import DrugcellInputError
 from drugcell.evaluation.cv import run_cv
 from drugcell.models import Prediction, Predictor, register
-from drugcell.provenance import fingerprint_arrays
+from drugcell.provenance import Terminated, fingerprint_arrays
 from tests.test_cv import toy_es
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def _with(es: ExpressionSet, **arrays) -> dict:
 @pytest.mark.parametrize("edit, match", [
     (lambda w: w.__setitem__((slice(None), 2), w[:, 2] * 2), r"do not sum to 1 .*within 0.01.*700002: 2"),
     (lambda w: w.__setitem__((slice(None), 2), 0.0), r"do not sum to 1 .*700002: 0"),
-    (lambda w: w.__setitem__((0, 2), -w[0, 2]), "weights are negative for 1 compound.*700002"),
+    (lambda w: w.__setitem__((0, 2), -w[0, 2]), r"1 negative value\(s\), first in compound 700002"),
 ])
 def test_defect5_the_constructor_refuses_weights_the_metric_cannot_use(edit, match):
     es = small_es()
@@ -201,7 +201,7 @@ def _weights_file(es: ExpressionSet, path: Path, edit=None) -> Path:
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda f: f.__setitem__("700003", -f["700003"]), "weights are negative for 1 compound.*700003"),
+    (lambda f: f.__setitem__("700003", -f["700003"]), r"weights contain 12 negative value\(s\), first in compound 700003"),
     (lambda f: f.__setitem__("700005", f["700005"] * 0.5), "do not sum to 1.*700005"),
     (lambda f: f.__setitem__("700001", 0.0), "do not sum to 1.*700001"),
 ])
@@ -256,7 +256,7 @@ def test_defect5_cv_weights_are_checked_before_the_data_is_loaded(tmp_path):
 def test_defect5_cv_weights_with_a_negative_weight_is_refused_naming_the_compound(tmp_path):
     es = small_es()
     path = _weights_file(es, tmp_path / "w.parquet", lambda f: f.__setitem__("700004", -f["700004"]))
-    with pytest.raises(DrugcellInputError, match="weights are negative for 1 compound.*700004"):
+    with pytest.raises(DrugcellInputError, match=r"weights contain 12 negative value\(s\), first in compound 700004"):
         run_cv(es, with_weights(cfg(), path), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -373,7 +373,7 @@ def _failing_cfg(error: str):
 
 
 @pytest.mark.parametrize("error, exc", [("runtime", RuntimeError), ("sigint", KeyboardInterrupt),
-                                        ("sigterm", SystemExit)])
+                                        ("sigterm", Terminated)])
 def test_defect2_a_failed_run_leaves_the_earlier_run_intact_and_no_staging(tmp_path, error, exc):
     """Main cleared the earlier run first, then failed: with --overwrite the old run was lost and
     a half-written folder was left."""

@@ -181,12 +181,10 @@ def _checked_options(options: LoadOptions | None) -> LoadOptions:
         raise DrugcellInputError(f"weights library must be 'scored' or 'all', got {opt.weights_library!r}")
     if opt.batch_size < 1:
         raise DrugcellInputError(f"batch size must be >= 1, got {opt.batch_size}")
-    if opt.weights_path is not None:
-        weights_file(opt.weights_path)  # a missing file or a folder without weights.parquet: before the pass
-        if opt.weights_library != "scored":
-            raise DrugcellInputError(
-                f"weights library {opt.weights_library!r} sets how Mejia weights are computed, but --weights "
-                f"{opt.weights_path} replaces them: drop one of the two")
+    if opt.weights_path is not None and opt.weights_library != "scored":
+        raise DrugcellInputError(
+            f"weights library {opt.weights_library!r} sets how Mejia weights are computed, but --weights "
+            f"{opt.weights_path} replaces them: drop one of the two")
     return opt
 
 
@@ -342,7 +340,7 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     t0 = time.perf_counter()
     opt = _checked_options(options)
     if opt.weights_path is not None:
-        _check_weights_file(Path(opt.weights_path))  # read only after the pass: checked before it
+        _check_weights_file(weights_file(opt.weights_path))  # read only after the pass: checked before it
     paths = {k: Path(v) for k, v in dict(counts=counts, metadata=metadata, chemistry=chemistry,
                                           gene_filter=gene_filter).items()}
     summary = LoadSummary()
@@ -372,7 +370,7 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     if opt.weights_path is not None:
         es = _official_weights(es, weights_file(opt.weights_path), summary)
         es.info["inputs"]["weights"] = fingerprint_input(weights_file(opt.weights_path))
-        check_values(es)
+        check_values(es, weights=False)  # the truth and controls; the file's weights were checked as read
     summary.seconds = time.perf_counter() - t0
     es.info["load_summary"] = summary.as_dict()
     return es, summary
@@ -393,12 +391,12 @@ def _check_weights_file(path: Path) -> None:
 
 
 def _validated(es: ExpressionSet, path: Path) -> None:
-    """The file's weights are Mejia weights: finite, >= 0, each compound's column summing to 1 (within
-    contest_scorer's WEIGHT_SUM_TOL), library compounds and controls alike."""
+    """The file's control weights are Mejia weights: finite, >= 0, each column summing to 1 (within
+    contest_scorer's WEIGHT_SUM_TOL); the library columns were checked as they were read
+    (``ExpressionSet.with_weights_parquet``)."""
     from contest_scorer import ScoringError, validate_weights
 
-    try:
-        validate_weights(es.weights, per_compound=True, names=[str(c) for c in es.compounds])
+    try:  # the library columns were checked by with_weights_parquet
         validate_weights(es.control_weights, per_compound=True, names=[str(c) for c in es.control_ids])
     except ScoringError as exc:
         raise DrugcellInputError(f"weights file {path}: {exc}") from None

@@ -1,11 +1,7 @@
 """The checks every ExpressionSet passes, wherever it comes from (the loader, a cache, an official
 weights file, the Python API): ids, replicate counts, finite truth, and weights the contest metric
-can use. Each refusal names the compounds and says what to do.
-
-Why here and not in ``contest_scorer.metrics.validate_weights``: that validator copies the whole
-matrix to float64 (1.5 GB for the full-scale 730 MB weights) and does not name the compounds with
-NaN or negative weights. The rule is the scorer's: finite, >= 0, each compound's column summing
-to 1 within :data:`contest_scorer.metrics.WEIGHT_SUM_TOL`; here it runs in column chunks.
+can use (the scorer's own :func:`contest_scorer.validate_weights`). Each refusal names a compound
+and says what to do. Kept apart so the container reads plainly.
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from contest_scorer.metrics import WEIGHT_SUM_TOL
+from contest_scorer import ScoringError, validate_weights
 from drugcell.errors import DrugcellInputError
 
 
@@ -70,36 +66,21 @@ def rows_with(arr: np.ndarray, test: Callable[[np.ndarray], np.ndarray], per_row
     return np.asarray(found, dtype=np.int64)
 
 
-def check_weights(w: np.ndarray, compounds: np.ndarray, label: str, fix: str, chunk: int = 1024) -> None:
-    """Mejia weights (genes x compounds) the metric can use: finite, >= 0, each compound's column
-    summing to 1 within ``WEIGHT_SUM_TOL``; ``label`` names where they came from. Two reductions
-    per column chunk (sum and min: NaN and inf carry into them), no whole-array temporaries."""
-    sums, mins = [], []
-    for lo in range(0, w.shape[1], chunk):
-        block = np.asarray(w[:, lo:lo + chunk])
-        sums.append(block.sum(axis=0, dtype=np.float64) if block.dtype != np.float32 else block.sum(axis=0))
-        mins.append(block.min(axis=0) if len(block) else np.zeros(block.shape[1], block.dtype))
-    s = np.concatenate(sums).astype(np.float64) if sums else np.zeros(0)
-    m = np.concatenate(mins).astype(np.float64) if mins else np.zeros(0)
-    bad = np.flatnonzero(~np.isfinite(s) | ~np.isfinite(m))
-    if len(bad):
-        raise DrugcellInputError(f"{label} has NaN/inf weights for {len(bad)} compound(s): {_show(compounds, bad)}; "
-                                 f"{fix}")
-    neg = np.flatnonzero(m < 0)
-    if len(neg):
-        raise DrugcellInputError(f"{label}: weights are negative for {len(neg)} compound(s): {_show(compounds, neg)}; "
-                                 f"Mejia weights are >= 0; {fix}")
-    off = np.flatnonzero(np.abs(s - 1.0) > WEIGHT_SUM_TOL)
-    if len(off):
-        raise DrugcellInputError(
-            f"{label}: the weights of {len(off)} compound(s) do not sum to 1 over the scored genes (within "
-            f"{WEIGHT_SUM_TOL:g}), e.g. {compounds[off[0]]}: {s[off[0]]:.6g} ({_show(compounds, off)}); {fix}")
+def check_weights(w: np.ndarray, compounds: np.ndarray, label: str, fix: str) -> None:
+    """Mejia weights (genes x compounds) the metric can use, by the scorer's own rule
+    (:func:`contest_scorer.validate_weights`: finite, >= 0, each compound's column summing to 1
+    within ``WEIGHT_SUM_TOL``, in column chunks); ``label`` names where they came from."""
+    try:
+        validate_weights(w, per_compound=True, names=compounds)
+    except ScoringError as exc:
+        raise DrugcellInputError(f"{label}: {exc}; {fix}") from None
 
 
-def check_values(es: Any, where: dict[str, str] | None = None, fix: str = "") -> None:
+def check_values(es: Any, where: dict[str, str] | None = None, fix: str = "", *, weights: bool = True) -> None:
     """NaN/inf in the truth or controls, weights the metric cannot use and replicate counts below 1
     would make every score downstream silently wrong: refuse them, naming a compound. ``where``
-    names the file each array came from (a cache), ``fix`` what to do."""
+    names the file each array came from (a cache), ``fix`` what to do; ``weights=False`` skips
+    the library weights (already checked where they were read)."""
     where = where or {}
     fix = fix or "rebuild the set (`drugcell load`) or drop those compounds"
     label = {n: where.get(n, f"ExpressionSet.{n}") for n in ("expression", "weights", "n_replicates", "control")}
@@ -107,7 +88,8 @@ def check_values(es: Any, where: dict[str, str] | None = None, fix: str = "") ->
     if len(bad_rows):
         raise DrugcellInputError(f"{label['expression']} has NaN/inf for {len(bad_rows)} compound(s), e.g. "
                                  f"{_show(es.compounds, bad_rows)}; {fix}")
-    check_weights(es.weights, es.compounds, label["weights"], fix)
+    if weights:
+        check_weights(es.weights, es.compounds, label["weights"], fix)
     if len(es.n_replicates) and es.n_replicates.min() < 1:
         i = int(np.argmin(es.n_replicates))
         raise DrugcellInputError(f"{label['n_replicates']} is {int(es.n_replicates[i])} for compound "

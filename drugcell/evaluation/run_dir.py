@@ -6,8 +6,8 @@ So a run writes into a hidden staging folder beside ``--out`` (:func:`staging_di
 that names it) and is swapped into place when complete: atomically with an earlier run (Linux
 ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, with the earlier run set aside under
 ``<staging>-old`` and restored by the next run if a kill fell between them). The earlier run (only
-replaced with ``--overwrite``) stays intact until then. On an exception, SIGINT or SIGTERM the
-staging folder is removed; SIGKILL cannot be caught, so the next run of the same ``--out`` removes
+replaced with ``--overwrite``) stays intact until then. On an exception, SIGINT, SIGTERM or SIGHUP
+(:func:`~drugcell.provenance.terminate_raises`) the staging folder is removed; SIGKILL cannot be caught, so the next run of the same ``--out`` removes
 the staging folder it left, and says so. A folder that is not drugcell's is never removed.
 """
 
@@ -19,13 +19,12 @@ import errno
 import json
 import os
 import shutil
-import signal
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 from drugcell.errors import DrugcellInputError
+from drugcell.provenance import signals_deferred, terminate_raises
 
 #: inside a staging folder: it is drugcell's, and which process writes it
 MARKER = ".drugcell-cv-staging"
@@ -163,27 +162,11 @@ def _swap_into_place(stage: Path, out: Path) -> None:
         old = stage
     else:
         old = _set_aside_dir(out)
-        os.rename(out, old)
-        os.rename(stage, out)
+        with signals_deferred():  # never stop between the two renames
+            os.rename(out, old)
+            os.rename(stage, out)
     _mark(old)  # the earlier run, now drugcell's to remove; recognisable if a kill stops the removal
     _remove(old)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises SystemExit(143) while the run writes (main thread only), so cleanup runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    before = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -197,7 +180,7 @@ def staged_run(out: Path, overwrite: bool) -> Iterator[Path]:
         warnings.warn(note, stacklevel=3)
     stage = staging_dir(out)
     stage.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_raises():
+    with terminate_raises():  # SIGTERM/SIGHUP raise provenance.Terminated, so the except clause runs
         stage.mkdir()
         try:
             _mark(stage)
