@@ -129,8 +129,8 @@ def _edit_manifest(root, **changes):
 def test_cache_records_its_format_and_version(tmp_path):
     make_es().save(tmp_path / "es")
     manifest = json.loads((tmp_path / "es" / "manifest.json").read_text())
-    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == FORMAT_VERSION == 3
-    assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 3
+    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == FORMAT_VERSION == 4
+    assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 4
 
 
 def test_version_1_cache_reads_the_same_arrays(tmp_path):
@@ -190,8 +190,10 @@ def test_missing_cache_file_is_refused_naming_it(tmp_path, missing):
     (lambda root: pd.DataFrame({"x": [1]}).to_parquet(root / "genes.parquet"), "genes.parquet lacks column"),
 ])
 def test_a_damaged_cache_file_is_named(tmp_path, damage, match):
-    """#10 item 8: a truncated array or a corrupt table gave a raw traceback."""
+    """#10 item 8: a truncated array or a corrupt table gave a raw traceback. (Here in a cache without
+    checksums, as written before version 4; a version-4 cache refuses them by checksum first.)"""
     root = make_es().save(tmp_path / "es")
+    _edit_manifest(root, format_version=3, checksums=None)
     damage(root)
     with pytest.raises(DrugcellInputError, match=match):
         ExpressionSet.load(root)
@@ -199,8 +201,8 @@ def test_a_damaged_cache_file_is_named(tmp_path, damage, match):
 
 @pytest.mark.parametrize("field_name, value, match", [
     ("expression", np.nan, "expression has NaN/inf"),
-    ("weights", np.inf, "weights has NaN/inf"),
-    ("weights", -0.1, "weights are negative"),
+    ("weights", np.inf, "weights contain 1 NaN/inf value"),
+    ("weights", -0.1, "weights contain 1 negative value"),
     ("n_replicates", 0, "n_replicates is 0"),
 ])
 def test_bad_values_are_refused_naming_a_compound(field_name, value, match):

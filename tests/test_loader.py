@@ -377,7 +377,9 @@ def test_cli_load_cache_manifest_and_weights_roundtrip(data, tmp_path):
     res = runner.invoke(app, ["weights", "export", "--data", str(out), "--out", str(wfile), "--dtype", "float32"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, [*args[:-2], "--batch-size", "5", "--overwrite", "--weights", str(wfile),
-                              "--weights-library", "all"])
+                              "--weights-library", "all"])  # #10: 'all' would be silently ignored: refused
+    assert isinstance(res.exception, DrugcellInputError) and "drop one of the two" in str(res.exception)
+    res = runner.invoke(app, [*args[:-2], "--batch-size", "5", "--overwrite", "--weights", str(wfile)])
     assert res.exit_code == 0, res.output
     es2 = ExpressionSet.load(out)
     np.testing.assert_array_equal(es2.weights, es.weights)  # from the file, not the 'all' recipe

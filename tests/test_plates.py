@@ -34,7 +34,7 @@ def test_loader_records_the_plate_layout_as_the_metadata_and_counts_say(tiny):
     files, cache = tiny
     es = ExpressionSet.load(cache)
     p = es.plates
-    assert p is not None and es.info["cache_format_version"] == 3
+    assert p is not None and es.info["cache_format_version"] == 4
     meta = pd.read_parquet(files["train_metadata"])
     lib = meta[meta[vcpi.COMPOUND_KEY_COL].astype(str).isin(set(es.compounds))]
     lib = lib[pd.to_numeric(lib[vcpi.CONCENTRATION_COL], errors="coerce") == vcpi.CONTEST_CONCENTRATION_NM]

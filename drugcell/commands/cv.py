@@ -38,14 +38,16 @@ def cv(
     save_predictions: Annotated[Optional[bool], typer.Option(
         "--save-predictions/--no-save-predictions", help="Write RUN/predictions/<name>.npy (held-out rows).")] = None,
     weights: Annotated[Optional[Path], typer.Option(
-        help="Official weights.parquet for the held-out Mejia weights (default: the ExpressionSet's).")] = None,
+        help="Official weights.parquet for the held-out Mejia weights (default: the ExpressionSet's); a file, or "
+             "a folder holding weights.parquet.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Any config override as section.key=TOML value, e.g. --set cv.folds=3 (repeatable).")] = None,
     select: Annotated[Optional[str], typer.Option(
         help="Model choice: 'simplest' (the simplest predictor no other beats significantly, Holm-corrected "
              "paired bootstrap; the default) or 'lowest' (lowest mean, the old rule).")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an earlier `drugcell cv` run in --out (its files are removed first).")] = False,
+        "--overwrite", help="Replace an earlier `drugcell cv` run in --out (it stays intact until the new run is "
+        "complete).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
@@ -59,9 +61,15 @@ def cv(
         bootstrap_resamples=bootstrap, predictors=_split_list(predictors),
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_, select=select,
     )
-    from drugcell.evaluation.cv import check_run_dir
+    from drugcell.data.expression_set import weights_file
+    from drugcell.evaluation.run_dir import check_run_dir, clear_stale_staging
 
     check_run_dir(out, overwrite)  # refuse before loading the data and minutes of work
+    if cfg.output.weights_file:
+        weights_file(cfg.output.weights_file)  # a missing file or an unrecognised folder, before the load
+    note = clear_stale_staging(out)
+    if note:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
     es = ExpressionSet.load(data)
     result = run_cv(es, cfg, out, progress=progress, overwrite=overwrite)
     typer.echo(result.headline)

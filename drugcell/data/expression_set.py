@@ -1,18 +1,21 @@
 """ExpressionSet: the per-compound training truth every model and evaluation step takes.
 
-A cache directory of plain ``.npy`` arrays and small parquet tables, so it loads in a second
+A cache directory of plain ``.npy`` arrays and small parquet tables, so it loads in seconds
 (memory-mapped on request) and needs no pickle. Layout and fields: docs/architecture.md.
 
 The cache is versioned (``format`` and ``format_version`` in ``manifest.json``) so that a cache
 written by another drugcell is read correctly or refused with a message, never misread.
 Version 1 is the layout written before the version fields existed (the same files; read as is);
 version 2 adds the fields; version 3 adds the optional ``plates.npz`` (the plate layout and the
-per-plate DMSO profile, :mod:`drugcell.data.plates`), absent from sets that have no plates.
+per-plate DMSO profile, :mod:`drugcell.data.plates`), absent from sets that have no plates;
+version 4 adds the sha256 of every file (:mod:`drugcell.data.cache_format`), verified on load.
+On every load the data fingerprint is recomputed from the arrays and must equal the one the
+manifest records: a cache edited after it was written is refused, never reported under the
+fingerprint of the data it used to hold.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,27 +26,37 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drugcell.data.cache_format import (
+    ARRAYS,
+    COMPOUNDS,
+    CONTROLS,
+    FORMAT,
+    FORMAT_VERSION,
+    GENES,
+    KIND,
+    MANIFEST,
+    REBUILD,
+    check_replaceable,
+    file_checksums,
+    read_file,
+    read_manifest,
+    verify_checksums,
+)
+from drugcell.data.memory import _release_map
 from drugcell.data.plates import PlateLayout
+from drugcell.data.set_checks import check_ids, check_values, check_weights, str_array, whole_counts
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance, strict_json
 
-#: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
-FORMAT = "drugcell.expression_set"
-FORMAT_VERSION = 3
-MANIFEST = "manifest.json"
-_KIND = "drugcell.ExpressionSet"  # the version-1 manifest's only mark (still written, for older readers)
-_ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
-_COMPOUNDS, _GENES, _CONTROLS = "compounds.parquet", "genes.parquet", "controls.parquet"
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExpressionSet", "check_replaceable", "weights_file"]
+
 _INCHIKEY_COL, _N_REPLICATES_COL = "inchi_key", "n_replicates"  # compounds.parquet's own columns
 _PANDAS_INDEX = "__index_level_0__"
 #: info keys that describe one loaded copy, not the data (left out when the set is saved again)
-_LOAD_ONLY_INFO = ("cache_format_version",)
-_REBUILD = "re-run `drugcell load` (or `drugcell synth`) to rebuild it"
-
-
-def _str_array(x: Any) -> np.ndarray:
-    return np.asarray([("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)) for v in x], dtype=object)
+_LOAD_ONLY_INFO = ("cache_format_version", "fingerprint")
+_WEIGHTS_FIX = ("pass the official weights.parquet: genes x compounds, each compound's column summing to 1 "
+                "over the scored genes")
 
 
 @dataclass
@@ -66,15 +79,21 @@ class ExpressionSet:
     values_checked: bool = field(default=False, repr=False, compare=False)  # a subset of a checked set
 
     def __post_init__(self) -> None:
-        self.compounds = _str_array(self.compounds)
-        self.genes = _str_array(self.genes)
-        self.smiles = _str_array(self.smiles)
-        self.inchikey = _str_array(self.inchikey)
-        self.control_ids = _str_array(self.control_ids)
+        self.compounds = str_array(self.compounds)
+        self.genes = str_array(self.genes)
+        self.smiles = str_array(self.smiles)
+        self.inchikey = str_array(self.inchikey)
+        self.control_ids = str_array(self.control_ids)
+        for ids, what in ((self.compounds, "compound"), (self.genes, "gene"), (self.control_ids, "control")):
+            check_ids(ids, what)
+        both = sorted(set(self.compounds.tolist()) & set(self.control_ids.tolist()))
+        if both:
+            raise DrugcellInputError(f"ExpressionSet: id(s) {both[:5]} are both a compound and a control; "
+                                     "each id names one column of the weights")
         self.expression = np.asarray(self.expression, dtype=np.float32)
         self.weights = np.asarray(self.weights, dtype=np.float32)
         self.control = np.asarray(self.control, dtype=np.float32)
-        self.n_replicates = np.asarray(self.n_replicates, dtype=np.int32)
+        self.n_replicates = whole_counts(self.n_replicates, self.compounds)
         c, g = len(self.compounds), len(self.genes)
         k = len(self.control_ids)
         if self.control_expression is None:
@@ -96,34 +115,11 @@ class ExpressionSet:
         for name, (got, want) in expected.items():
             if got != want:
                 raise DrugcellInputError(f"ExpressionSet.{name} has shape {got}, expected {want}")
-        if len(set(self.compounds.tolist())) != c:
-            dup = pd.Index(self.compounds).duplicated()
-            raise DrugcellInputError(f"ExpressionSet has duplicate compound ids: {list(self.compounds[dup][:5])}")
-        if len(set(self.genes.tolist())) != g:
-            raise DrugcellInputError("ExpressionSet has duplicate gene ids")
         if self.plates is not None:
             self.plates.check(c, g)
         if not self.values_checked:
-            self._check_values()
+            check_values(self)
             self.values_checked = True
-
-    def _check_values(self) -> None:
-        """NaN/inf in the truth or weights, negative weights and replicate counts below 1 would make
-        every score downstream silently wrong: refuse them, naming a compound."""
-        for name, arr, per_row in (("expression", self.expression, True), ("weights", self.weights, False)):
-            bad_rows = _rows_with(arr, lambda b: ~np.isfinite(b), per_row)
-            if len(bad_rows):
-                raise DrugcellInputError(
-                    f"ExpressionSet.{name} has NaN/inf for {len(bad_rows)} compound(s), e.g. "
-                    f"{self.compounds[bad_rows[0]]}; rebuild the set (`drugcell load`) or drop those compounds")
-        neg = _rows_with(self.weights, lambda b: b < 0, False)
-        if len(neg):
-            raise DrugcellInputError(f"ExpressionSet.weights are negative for {len(neg)} compound(s), e.g. "
-                                     f"{self.compounds[neg[0]]}; Mejia weights are >= 0")
-        if len(self.n_replicates) and self.n_replicates.min() < 1:
-            i = int(np.argmin(self.n_replicates))
-            raise DrugcellInputError(f"ExpressionSet.n_replicates is {int(self.n_replicates[i])} for compound "
-                                     f"{self.compounds[i]}; every compound needs at least one well")
 
     # ------------------------------------------------------------------ shape and slicing
     @property
@@ -145,7 +141,7 @@ class ExpressionSet:
             n_replicates=self.n_replicates[idx],
             smiles=self.smiles[idx],
             inchikey=self.inchikey[idx],
-            info=dict(self.info),
+            info={k: v for k, v in self.info.items() if k != "fingerprint"},  # other rows, other data
             plates=None if self.plates is None else self.plates.subset(idx),
             values_checked=self.values_checked,
         )
@@ -160,12 +156,19 @@ class ExpressionSet:
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
-        """A short hash of the ids and arrays: the data fingerprint every result carries."""
+        """A short hash of the ids and arrays: the data fingerprint every result carries (computed
+        once per set; a loaded cache's is recomputed from its arrays, never copied)."""
         if "fingerprint" not in self.info:
-            self.info["fingerprint"] = fingerprint_arrays(
-                self.compounds, self.genes, self.expression, self.weights, self.smiles
-            )
+            self.info["fingerprint"] = self._hash()
         return self.info["fingerprint"]
+
+    def _hash(self) -> str:
+        """The fingerprint computed from the arrays now (file-mapped pages handed back as it goes)."""
+        def release() -> None:
+            _release_map(self.expression)
+            _release_map(self.weights)
+        return fingerprint_arrays(self.compounds, self.genes, self.expression, self.weights, self.smiles,
+                                  release=release)
 
     def truth_long(self) -> pd.DataFrame:
         """Long ``compound, gene_id, expression`` table (the official truth layout)."""
@@ -180,11 +183,13 @@ class ExpressionSet:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the cache dir atomically (build in a temp dir, then rename into place). An existing
-        cache is replaced only with ``overwrite``; anything else at ``path`` never is."""
+        cache is replaced only with ``overwrite``; anything else at ``path`` never is. The manifest
+        records the fingerprint of the arrays written (computed afresh) and every file's sha256."""
         final = Path(path)
         check_replaceable(final, overwrite)
+        self.info["fingerprint"] = fingerprint = self._hash()
         with atomic_dir(final) as tmp:
-            for name in _ARRAYS:
+            for name in ARRAYS:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
             pd.DataFrame(
                 {
@@ -193,21 +198,22 @@ class ExpressionSet:
                     _INCHIKEY_COL: self.inchikey.astype(str),
                     _N_REPLICATES_COL: self.n_replicates,
                 }
-            ).to_parquet(tmp / _COMPOUNDS, index=False)
-            pd.DataFrame({GENE_COL: self.genes.astype(str)}).to_parquet(tmp / _GENES, index=False)
-            pd.DataFrame({COMPOUND_COL: self.control_ids.astype(str)}).to_parquet(tmp / _CONTROLS, index=False)
+            ).to_parquet(tmp / COMPOUNDS, index=False)
+            pd.DataFrame({GENE_COL: self.genes.astype(str)}).to_parquet(tmp / GENES, index=False)
+            pd.DataFrame({COMPOUND_COL: self.control_ids.astype(str)}).to_parquet(tmp / CONTROLS, index=False)
             if self.plates is not None:
                 self.plates.save(tmp)
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "kind": _KIND,
+                "kind": KIND,
                 "n_compounds": self.n_compounds,
                 "n_genes": self.n_genes,
                 "n_controls": len(self.control_ids),
-                "data_fingerprint": self.fingerprint(),
+                "data_fingerprint": fingerprint,
+                "checksums": file_checksums(tmp),
                 "info": {k: v for k, v in self.info.items() if k not in _LOAD_ONLY_INFO},
-                "provenance": provenance(data_fingerprint=self.fingerprint()),
+                "provenance": provenance(data_fingerprint=fingerprint),
             }
             (tmp / MANIFEST).write_text(strict_json(manifest, indent=2) + "\n")
         return final
@@ -215,37 +221,56 @@ class ExpressionSet:
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> ExpressionSet:
         """Read a cache dir written by :meth:`save`, any format version up to :data:`FORMAT_VERSION`
-        (``mmap=True`` maps the big arrays lazily); ``info["cache_format_version"]`` says which."""
+        (``mmap=True`` maps the big arrays lazily); ``info["cache_format_version"]`` says which.
+
+        Checked on every load, mapped or not: the files' sha256 (version 4), the values (NaN/inf,
+        weights the metric cannot use, replicate counts; named by file and compound) and the data
+        fingerprint, recomputed from the arrays and compared with the manifest's. At full scale
+        (14,026 x 13,078 float32 truth and weights) this adds ~3 s of CPU to the ~3 s read (measured:
+        checksums 1.0 s, fingerprint 0.85 s, value checks 1.1 s, mostly the scorer's weight rule)."""
         root = Path(path)
-        manifest, version = _read_manifest(root)
-        for name in (*(f"{a}.npy" for a in _ARRAYS), _COMPOUNDS, _GENES, _CONTROLS):
+        manifest, version = read_manifest(root)
+        verify_checksums(root, manifest, version)
+        for name in (*(f"{a}.npy" for a in ARRAYS), COMPOUNDS, GENES, CONTROLS):
             if not (root / name).is_file():
-                raise DrugcellInputError(f"ExpressionSet cache {root} is incomplete: {root / name} is missing; {_REBUILD}")
+                raise DrugcellInputError(f"ExpressionSet cache {root} is incomplete: {root / name} is missing; {REBUILD}")
         mode = "r" if mmap else None
-        arrays = {name: _read(root / f"{name}.npy", lambda p: np.load(p, mmap_mode=mode, allow_pickle=False))
-                  for name in _ARRAYS}
-        comp = _read(root / _COMPOUNDS, pd.read_parquet, (COMPOUND_COL, SMILES_COL, _INCHIKEY_COL, _N_REPLICATES_COL))
-        genes = _read(root / _GENES, pd.read_parquet, (GENE_COL,))[GENE_COL].to_numpy()
-        controls = _read(root / _CONTROLS, pd.read_parquet, (COMPOUND_COL,))[COMPOUND_COL].to_numpy()
-        info = dict(manifest.get("info", {}))
-        info["fingerprint"] = manifest.get("data_fingerprint", info.get("fingerprint"))
+        arrays = {name: read_file(root / f"{name}.npy", lambda p: np.load(p, mmap_mode=mode, allow_pickle=False))
+                  for name in ARRAYS}
+        comp = read_file(root / COMPOUNDS, pd.read_parquet, (COMPOUND_COL, SMILES_COL, _INCHIKEY_COL, _N_REPLICATES_COL))
+        genes = read_file(root / GENES, pd.read_parquet, (GENE_COL,))[GENE_COL].to_numpy()
+        controls = read_file(root / CONTROLS, pd.read_parquet, (COMPOUND_COL,))[COMPOUND_COL].to_numpy()
+        info = {k: v for k, v in dict(manifest.get("info", {})).items() if k not in _LOAD_ONLY_INFO}
         info["path"] = str(root.resolve())
         info["cache_format_version"] = version
-        return cls(
-            compounds=comp[COMPOUND_COL].to_numpy(),
-            genes=genes,
-            smiles=comp[SMILES_COL].to_numpy(),
-            inchikey=comp[_INCHIKEY_COL].to_numpy(),
-            n_replicates=comp[_N_REPLICATES_COL].to_numpy(),
-            control_ids=controls,
-            info=info,
-            plates=PlateLayout.load(root),
-            **arrays,
-        )
+        try:
+            es = cls(compounds=comp[COMPOUND_COL].to_numpy(), genes=genes, smiles=comp[SMILES_COL].to_numpy(),
+                     inchikey=comp[_INCHIKEY_COL].to_numpy(), n_replicates=comp[_N_REPLICATES_COL].to_numpy(),
+                     control_ids=controls, info=info, plates=PlateLayout.load(root), values_checked=True, **arrays)
+        except DrugcellInputError as exc:
+            raise DrugcellInputError(f"ExpressionSet cache {root}: {exc}; {REBUILD}") from None
+        where = {name: f"ExpressionSet cache file {root / (name + '.npy')}" for name in ARRAYS}
+        where["n_replicates"] = f"ExpressionSet cache file {root / COMPOUNDS} (column {_N_REPLICATES_COL})"
+        check_values(es, where, fix=REBUILD)
+        recorded, es.info["fingerprint"] = manifest.get("data_fingerprint"), es._hash()
+        if recorded is not None and recorded != es.info["fingerprint"]:
+            raise DrugcellInputError(
+                f"ExpressionSet cache {root}: its arrays hash to data fingerprint {es.info['fingerprint']}, but "
+                f"{root / MANIFEST} records {recorded}: the cache is damaged or was modified after it was written "
+                f"(values edited, rows reordered); {REBUILD}")
+        return es
 
     # ------------------------------------------------------------------ official weights file
     def write_weights_parquet(self, path: str | os.PathLike[str], *, dtype: str = "float16") -> None:
-        """The official ``weights.parquet`` layout: ``gene_id`` + one column per compound (controls too)."""
+        """The official ``weights.parquet`` layout: ``gene_id`` + one column per compound (controls too).
+        ``dtype`` must be a float type: Mejia weights are fractions, an integer type would store zeros."""
+        try:
+            kind = np.dtype(dtype).kind
+        except TypeError:
+            kind = ""
+        if kind != "f":
+            raise DrugcellInputError(f"weights dtype {dtype!r} is not a float type: Mejia weights are fractions of 1 "
+                                     "and would be stored as zeros; use float16 (the official file) or float32")
         cols: dict[str, Any] = {GENE_COL: pa.array(self.genes.astype(str))}
         for j, c in enumerate(self.compounds):
             cols[str(c)] = pa.array(np.asarray(self.weights[:, j]).astype(dtype))
@@ -257,19 +282,24 @@ class ExpressionSet:
     def with_weights_parquet(self, path: str | os.PathLike[str]) -> ExpressionSet:
         """A copy whose weights come from an official ``weights.parquet`` (genes x compounds).
 
-        The file may index genes by a ``gene_id`` column or by a pandas index; every compound and
-        gene of this set must be present. Values are used as stored (as the leaderboard does); the
-        largest deviation of a column sum from 1 (float16 rounding) is recorded in ``info``.
+        ``path`` is the file, or a folder holding ``weights.parquet`` (:func:`weights_file`). The
+        file may index genes by a ``gene_id`` column or by a pandas index; every compound and gene
+        of this set must be present, once. The weights are checked as the scorer checks them
+        (finite, >= 0, each compound's column summing to 1 within ``WEIGHT_SUM_TOL``), naming the
+        compounds; the largest deviation of a column sum from 1 (float16 rounding) goes to ``info``.
         """
-        path = Path(path)
-        if not path.exists():
-            raise DrugcellInputError(f"weights file {path} does not exist")
-        table = pq.read_table(path)
+        path = weights_file(path)
+        table = read_weights_table(path)
         names = table.column_names
         gene_col = GENE_COL if GENE_COL in names else (_PANDAS_INDEX if _PANDAS_INDEX in names else None)
         if gene_col is None:
             raise DrugcellInputError(f"{path}: no `{GENE_COL}` column (the official layout has genes as rows)")
         file_genes = [str(g) for g in table.column(gene_col).to_pylist()]
+        twice = sorted({n for n in names if names.count(n) > 1} | set(pd.Index(file_genes)[pd.Index(file_genes)
+                                                                                          .duplicated()]))
+        if twice:
+            raise DrugcellInputError(f"{path}: gene row(s) or compound column(s) occur more than once: {twice[:5]}; "
+                                     "each must appear once")
         gpos = {g: i for i, g in enumerate(file_genes)}
         missing_g = [g for g in self.genes if g not in gpos]
         if missing_g:
@@ -284,96 +314,35 @@ class ExpressionSet:
         rows = np.array([gpos[g] for g in self.genes])
         w = np.empty((self.n_genes, self.n_compounds), dtype=np.float32)
         for j, c in enumerate(wanted):
-            w[:, j] = table.column(c).to_numpy().astype(np.float32)[rows]
-        if not np.all(np.isfinite(w)):
-            raise DrugcellInputError(f"{path}: weights contain NaN/inf")
-        sums = w.sum(axis=0)
-        info = dict(self.info)
+            w[:, j] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)[rows]
+        check_weights(w, self.compounds, f"weights file {path}", _WEIGHTS_FIX)
+        sums = w.sum(axis=0, dtype=np.float64)
+        info = {k: v for k, v in self.info.items() if k != "fingerprint"}
         info["weights_source"] = str(path)
         info["weights_max_column_sum_error"] = float(np.max(np.abs(sums - 1.0))) if len(sums) else 0.0
-        info.pop("fingerprint", None)
-        return replace(self, weights=w, info=info)
+        return replace(self, weights=w, info=info)  # the truth was checked with this set; the weights just now
 
 
-def _rows_with(arr: np.ndarray, test, per_row: bool, chunk: int = 1024) -> np.ndarray:
-    """Compound indices where ``test`` is true anywhere: rows of (C, G) or columns of (G, C),
-    checked in chunks so a memory-mapped 14k x 13k array is never copied whole."""
-    n = arr.shape[0] if per_row else arr.shape[1]
-    found = []
-    for lo in range(0, n, chunk):
-        block = np.asarray(arr[lo:lo + chunk] if per_row else arr[:, lo:lo + chunk])
-        hit = test(block).any(axis=1 if per_row else 0)
-        found.extend((np.flatnonzero(hit) + lo).tolist())
-    return np.asarray(found, dtype=np.int64)
+def weights_file(path: str | os.PathLike[str]) -> Path:
+    """The official weights file ``path`` names: a file, or a folder holding ``weights.parquet``.
+    Any other folder is refused naming what it holds: pyarrow would read every parquet file in it
+    as one table, and the last column of each name would silently win."""
+    p = Path(path)
+    if not p.exists():
+        raise DrugcellInputError(f"weights file {p} does not exist")
+    if p.is_dir():
+        if (p / "weights.parquet").is_file():
+            return p / "weights.parquet"
+        found = sorted(x.name for x in p.iterdir())
+        raise DrugcellInputError(f"weights {p} is a folder without a weights.parquet (it holds "
+                                 f"{found[:10] if found else 'nothing'}); pass the weights file itself")
+    return p
 
 
-def _read(path: Path, reader, columns: tuple[str, ...] = ()):
-    """One cache file; a truncated or damaged file, or a missing column, is a clear error naming it."""
+def read_weights_table(path: Path) -> pa.Table:
+    """The weights file as an Arrow table; a file that is not parquet is a clear error naming it."""
     try:
-        out = reader(path)
-    except Exception as exc:  # numpy/pyarrow raise many types (ValueError, EOFError, ArrowInvalid, OSError)
-        raise DrugcellInputError(f"ExpressionSet cache file {path} is damaged ({type(exc).__name__}: {exc}); "
-                                 f"{_REBUILD}") from None
-    lacking = [c for c in columns if c not in out.columns]
-    if lacking:
-        raise DrugcellInputError(f"ExpressionSet cache file {path} lacks column(s) {', '.join(lacking)}; {_REBUILD}")
-    return out
-
-
-def check_replaceable(path: Path, overwrite: bool) -> None:
-    """Refuse to write a cache over a file, over a folder drugcell did not write as a cache (a run,
-    a model, the user's files: never, even with ``overwrite``), or over a cache without ``overwrite``."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise DrugcellInputError(f"{path} exists and is a file; choose another folder for the ExpressionSet cache")
-    if not any(path.iterdir()):
-        return
-    try:
-        _read_manifest(path)
-    except DrugcellInputError:
-        raise DrugcellInputError(
-            f"{path} is not empty and is not an ExpressionSet cache; drugcell never replaces it (even with "
-            "--overwrite): choose another folder") from None
-    if not overwrite:
-        raise DrugcellInputError(f"{path} already holds an ExpressionSet cache; pass --overwrite to replace it")
-
-
-def _read_manifest(root: Path) -> tuple[dict[str, Any], int]:
-    """The cache's manifest and its format version; anything this code cannot read is refused
-    with a message that names the folder and says what to do."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.exists():
-        raise DrugcellInputError(
-            f"{root} is not an ExpressionSet cache (no {MANIFEST}); create one with `drugcell load` or `drugcell synth`"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DrugcellInputError(f"ExpressionSet cache {root}: cannot read {manifest_path} ({exc}); {_REBUILD}") from exc
-    if not isinstance(manifest, dict):
-        raise DrugcellInputError(f"ExpressionSet cache {root}: {manifest_path} is not a JSON object; {_REBUILD}")
-    fmt, version = manifest.get("format"), manifest.get("format_version")
-    if fmt is None and version is None:  # version 1: written before the fields existed
-        if manifest.get("kind") != _KIND:
-            raise DrugcellInputError(
-                f"{root} is not an ExpressionSet cache: {manifest_path} has no format {FORMAT!r} (nor the version-1 "
-                f"kind {_KIND!r}); pass a folder written by `drugcell load` or `drugcell synth`"
-            )
-        return manifest, 1
-    if fmt != FORMAT:
-        raise DrugcellInputError(
-            f"{root} is not an ExpressionSet cache: {manifest_path} says format {fmt!r}, expected {FORMAT!r}; "
-            "pass a folder written by `drugcell load` or `drugcell synth`"
-        )
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DrugcellInputError(
-            f"ExpressionSet cache {root}: {manifest_path} has format_version {version!r}, not a positive integer; "
-            f"{_REBUILD}"
-        )
-    if version > FORMAT_VERSION:
-        raise DrugcellInputError(
-            f"ExpressionSet cache {root} has format version {version}, newer than this drugcell reads (up to "
-            f"{FORMAT_VERSION}); upgrade drugcell, or {_REBUILD} with this one"
-        )
-    return manifest, version
+        return pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise DrugcellInputError(f"weights file {path} cannot be read as parquet ({type(exc).__name__}: {exc}); "
+                                 f"{_WEIGHTS_FIX}") from None

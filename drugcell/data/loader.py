@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from drugcell import __version__
 from drugcell.data import vcpi
 from drugcell.data.counts import _Counts, open_counts
-from drugcell.data.expression_set import ExpressionSet, check_replaceable
+from drugcell.data.expression_set import ExpressionSet, check_replaceable, weights_file
 from drugcell.data.memory import _no_numpy_hugepages, _release_map, _system_arrow_pool
 from drugcell.data.out_paths import check_out_location
 from drugcell.data.pass_plan import _plan
@@ -37,11 +37,11 @@ from drugcell.data.readers import (
     read_metadata,
     show_ids,
 )
+from drugcell.data.set_checks import check_values
 from drugcell.data.streaming import WeightsLibrary, _finish_weights, _run_pass, _Stats
 from drugcell.data.structures import MAX_RECORDED, compound_structures
 from drugcell.data.wells import contest_samples
 from drugcell.errors import DrugcellInputError
-from drugcell.provenance import fingerprint_arrays
 
 #: the readers are part of the loader's API (``from drugcell.data.loader import read_metadata``)
 __all__ = [
@@ -168,11 +168,8 @@ def load_to_cache(
     t = time.perf_counter()
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
-    # the digest ExpressionSet.save would compute, without its whole-array copies (3 GiB budget)
-    es.info["fingerprint"] = fingerprint_arrays(
-        es.compounds, es.genes, es.expression, es.weights, es.smiles, release=lambda: _release_map(es.expression))
     _release_map(es.expression)
-    es.save(out, overwrite=overwrite)
+    es.save(out, overwrite=overwrite)  # fingerprint and checksums of the arrays written, in chunks
     summary.seconds += time.perf_counter() - t
     return summary
 
@@ -184,6 +181,10 @@ def _checked_options(options: LoadOptions | None) -> LoadOptions:
         raise DrugcellInputError(f"weights library must be 'scored' or 'all', got {opt.weights_library!r}")
     if opt.batch_size < 1:
         raise DrugcellInputError(f"batch size must be >= 1, got {opt.batch_size}")
+    if opt.weights_path is not None and opt.weights_library != "scored":
+        raise DrugcellInputError(
+            f"weights library {opt.weights_library!r} sets how Mejia weights are computed, but --weights "
+            f"{opt.weights_path} replaces them: drop one of the two")
     return opt
 
 
@@ -283,7 +284,8 @@ def _check_replicates(stats: _Stats, groups: _Groups, summary: LoadSummary, coun
 
 def _weights(stats: _Stats, groups: _Groups, n_genes: int, opt: LoadOptions, summary: LoadSummary,
              progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
-    """(library (G, C), controls (G, K)) Mejia weights, or zeros to be replaced by the official file."""
+    """(library (G, C), controls (G, K)) Mejia weights, or zeros to be replaced by the official file
+    (the set is built unchecked then, and checked once the file's weights are in)."""
     if opt.weights_path is None:
         weights, ctrl_w = _finish_weights(stats, progress=progress)
         summary.weights_source = f"computed (Mejia, library over {opt.weights_library} genes)"
@@ -338,7 +340,7 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     t0 = time.perf_counter()
     opt = _checked_options(options)
     if opt.weights_path is not None:
-        _check_weights_file(Path(opt.weights_path))  # read only after the pass: checked before it
+        _check_weights_file(weights_file(opt.weights_path))  # read only after the pass: checked before it
     paths = {k: Path(v) for k, v in dict(counts=counts, metadata=metadata, chemistry=chemistry,
                                           gene_filter=gene_filter).items()}
     summary = LoadSummary()
@@ -363,10 +365,12 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
         compounds=compounds, genes=genes, expression=expr, weights=weights, n_replicates=n_rep,
         control=ctrl_expr[0], smiles=smiles, inchikey=inchikey, control_ids=np.array(groups.controls, dtype=object),
         control_expression=ctrl_expr, control_weights=ctrl_w, info=info, plates=plates,
+        values_checked=opt.weights_path is not None,  # placeholder weights: checked once the file's are in
     )
     if opt.weights_path is not None:
-        es = _official_weights(es, Path(opt.weights_path), summary)
-        es.info["inputs"]["weights"] = fingerprint_input(opt.weights_path)
+        es = _official_weights(es, weights_file(opt.weights_path), summary)
+        es.info["inputs"]["weights"] = fingerprint_input(weights_file(opt.weights_path))
+        check_values(es, weights=False)  # the truth and controls; the file's weights were checked as read
     summary.seconds = time.perf_counter() - t0
     es.info["load_summary"] = summary.as_dict()
     return es, summary
@@ -387,12 +391,12 @@ def _check_weights_file(path: Path) -> None:
 
 
 def _validated(es: ExpressionSet, path: Path) -> None:
-    """The file's weights are Mejia weights: finite, >= 0, each compound's column summing to 1 (within
-    contest_scorer's WEIGHT_SUM_TOL), library compounds and controls alike."""
+    """The file's control weights are Mejia weights: finite, >= 0, each column summing to 1 (within
+    contest_scorer's WEIGHT_SUM_TOL); the library columns were checked as they were read
+    (``ExpressionSet.with_weights_parquet``)."""
     from contest_scorer import ScoringError, validate_weights
 
-    try:
-        validate_weights(es.weights, per_compound=True, names=[str(c) for c in es.compounds])
+    try:  # the library columns were checked by with_weights_parquet
         validate_weights(es.control_weights, per_compound=True, names=[str(c) for c in es.control_ids])
     except ScoringError as exc:
         raise DrugcellInputError(f"weights file {path}: {exc}") from None

@@ -6,7 +6,8 @@ the registry, fits it on the training fold and predicts the held-out compounds *
 Held-out Mejia weights come from the ExpressionSet (or the official weights file the user passes),
 never from predictions; the proxy metric's gene weights come from the training fold's truth.
 
-Run dir layout (``out_dir``)::
+Run dir layout (``out_dir``; written into a staging folder beside it and swapped into place when
+complete, :mod:`drugcell.evaluation.run_dir`)::
 
     scores.parquet        predictor, fold, compound, metric, wmse  (one row per combination)
     folds.parquet         compound, fold, scaffold, smiles
@@ -263,53 +264,32 @@ def _run_folds(es, config: RunConfig, fold_of: np.ndarray, rec: _Recorder, stage
     bar.close()
 
 
-def check_run_dir(out: Path, overwrite: bool) -> bool:
-    """Whether ``out`` holds an earlier run to clear; raises when drugcell must not write there:
-    a file, a non-empty folder that is not a `drugcell cv` run (even with ``overwrite``), or an
-    earlier run without ``overwrite``."""
-    import json
-
-    if out.exists() and not out.is_dir():
-        raise DrugcellInputError(f"--out {out} is a file; choose a folder for the run")
-    if out.exists() and any(out.iterdir()):
-        try:
-            command = json.loads((out / "manifest.json").read_text()).get("command")
-        except (OSError, ValueError, AttributeError):
-            command = None
-        if command != "drugcell cv":
-            raise DrugcellInputError(f"--out {out} is not empty and is not a `drugcell cv` run; drugcell never "
-                                     "writes into it (even with --overwrite): choose another folder")
-        if not overwrite:
-            raise DrugcellInputError(f"--out {out} already holds a `drugcell cv` run; pass --overwrite to replace it "
-                                     "(its files are removed first, so the folder never mixes two runs)")
-        return True
-    return False
-
-
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """A run folder never mixes two runs: a new or empty folder is used as is, an earlier run is
-    removed first (only with ``overwrite``), anything else is refused (:func:`check_run_dir`)."""
-    import shutil
-
-    if check_run_dir(out, overwrite):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False) -> CVResult:
     """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
 
-    ``out_dir`` must be new or empty, or an earlier run with ``overwrite`` (:func:`prepare_run_dir`).
+    ``out_dir`` must be new or empty, or an earlier run with ``overwrite`` (checked first,
+    :func:`~drugcell.evaluation.run_dir.check_run_dir`). The run is written into a staging folder
+    and appears at ``out_dir`` only when complete (:func:`~drugcell.evaluation.run_dir.staged_run`).
     Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
     """
+    from drugcell.evaluation.run_dir import check_run_dir, staged_run
+
+    out = Path(out_dir)
+    check_run_dir(out, overwrite)
+    if config.output.weights_file:  # checked before any folder is made
+        es = es.with_weights_parquet(config.output.weights_file)
+    with staged_run(out, overwrite) as stage:
+        result = _run(es, config, stage, progress)
+    result.out_dir = out
+    return result
+
+
+def _run(es, config: RunConfig, out: Path, progress: bool) -> CVResult:
+    """The run itself, every file written into ``out`` (the staging folder)."""
     from drugcell.evaluation.bootstrap import compare_all
     from drugcell.evaluation.run_report import choice_markdown, estimate_markdown, render_summary_md
     from drugcell.evaluation.summary import ranking_markdown, summarize
 
-    out = Path(out_dir)
-    prepare_run_dir(out, overwrite)
-    if config.output.weights_file:
-        es = es.with_weights_parquet(config.output.weights_file)
     stages = _Stages()
     t_start = stages.t
     assignment, fold_of, folds_df, audits = _folds_and_audit(es, config, out)
