@@ -104,18 +104,76 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
                 tmp_path.unlink()
 
 
+_WRITING = ".drugcell-writing"  # inside an atomic_dir temporary folder: the pid of the process filling it
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or file system cannot, so the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover_dir(final: Path) -> None:
+    """Undo what a SIGKILLed :func:`atomic_dir` left beside ``final``: an old folder set aside
+    between two renames is put back when ``final`` is missing, and temporary folders whose writer
+    is gone are removed (only ours: they hold the ``.drugcell-writing`` marker)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():
+        os.replace(old, final)
+    for tmp in final.parent.glob(f".{final.name}.*"):
+        marker = tmp / _WRITING
+        if tmp == old or not tmp.is_dir() or not marker.is_file():
+            continue
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path`` (an old one is swapped out
-    and removed), on failure it is deleted and ``path`` is left as it was."""
+    atomically where the platform can, and removed), on failure it is deleted and ``path`` is left
+    as it was. Leftovers of a SIGKILLed earlier write of ``path`` are recovered first."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _recover_dir(final)
     with terminate_raises():
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
+            (tmp / _WRITING).write_text(str(os.getpid()))
             yield tmp
+            (tmp / _WRITING).unlink()
             with signals_deferred():  # never stop between the two renames
-                if final.exists():
+                if final.exists() and exchange_paths(tmp, final):
+                    pass  # ``tmp`` now holds the old folder, removed below
+                elif final.exists():
                     old = final.with_name(f".{final.name}.old")
                     if old.exists():
                         shutil.rmtree(old)

@@ -501,3 +501,41 @@ def test_defect2_sigkill_leaves_the_old_run_or_the_complete_new_one(tmp_path):
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
     got = snapshot(run)
     assert [f for f in new if f not in timed and got[f] != new[f]] == [], outcomes
+
+
+# ----------------------------------------------------------------------------- caches and models: atomic_dir after SIGKILL
+def test_defect8_atomic_dir_recovers_what_a_sigkilled_write_left(tmp_path):
+    """A cache or model folder written by atomic_dir: an old folder set aside between the two
+    renames comes back, temporary folders of dead writers go, a live writer's and foreign ones stay."""
+    import os
+    import subprocess
+    import sys
+
+    from drugcell.provenance import atomic_dir
+
+    final = tmp_path / "cache"
+    aside = tmp_path / ".cache.old"
+    aside.mkdir()
+    (aside / "manifest.json").write_text("old")  # a kill fell between the two renames: no `cache`
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / ".cache.abc123"
+    stale.mkdir()
+    (stale / ".drugcell-writing").write_text(dead.stdout.strip())
+    live = tmp_path / ".cache.live99"
+    live.mkdir()
+    (live / ".drugcell-writing").write_text(str(os.getpid()))
+    foreign = tmp_path / ".cache.mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("user's")
+
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as tmp:
+            raise RuntimeError("fail before the swap")
+    assert (final / "manifest.json").read_text() == "old" and not aside.exists()  # restored, then left as it was
+    assert not stale.exists() and live.exists() and (foreign / "notes.txt").exists()
+
+    with atomic_dir(final) as tmp:
+        (tmp / "manifest.json").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json"]  # the writer's marker never lands
+    assert (final / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.live99", ".cache.mine", "cache"]

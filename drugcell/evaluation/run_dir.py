@@ -14,8 +14,6 @@ the staging folder it left, and says so. A folder that is not drugcell's is neve
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import json
 import os
 import shutil
@@ -24,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from drugcell.errors import DrugcellInputError
+from drugcell.provenance import exchange_paths as _exchange
 from drugcell.provenance import signals_deferred, terminate_raises
 
 #: inside a staging folder: it is drugcell's, and which process writes it
@@ -135,22 +134,6 @@ def clear_stale_staging(out: Path) -> str | None:
         _remove(folder)
         notes.append(f"removed {folder}, left by an interrupted `drugcell cv` for --out {out}")
     return "; ".join(notes) or None
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def _swap_into_place(stage: Path, out: Path) -> None:
