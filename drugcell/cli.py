@@ -13,7 +13,7 @@ from collections.abc import Callable
 import typer
 
 from contest_scorer.errors import ScoringError
-from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, score, submit, synth, weights
+from drugcell.commands import calibrate, cv, demo, fit, load, predict, programs, score, submit, synth, tune, weights
 from drugcell.errors import DrugcellInputError
 
 #: (name, function), in the order of the flow.
@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("synth", synth.synth),
     ("load", load.load_command),
     ("cv", cv.cv),
+    ("tune", tune.tune),
     ("calibrate", calibrate.calibrate),
     ("submit", submit.submit),
     ("score", score.score),
