@@ -1,8 +1,9 @@
 """`drugcell tune`: the search-space file, the run folder's rules, tuned.toml, and a nested search on a
 tiny simulated set whose outer and inner scores are recomputed here without the tuning code.
 
-The Ray tests share one Ray session and one tuning run (module fixtures) and stay on one xdist worker
-(``xdist_group`` with ``--dist loadgroup``), so Ray starts once per suite run.
+The Ray checks share one Ray session and one tuning run (module fixtures) inside ONE test function, so
+Ray starts once per suite run: with `-n 2`, xdist would spread separate tests over both workers (and
+its `xdist_group` marks do not group under pytest 9, whose node ids it can no longer rewrite).
 """
 
 from __future__ import annotations
@@ -197,8 +198,15 @@ def tuned(ray_local, tiny_es, tmp_path_factory):
     return res, out, spec, lines
 
 
-@pytest.mark.xdist_group("ray_tune")
-def test_tune_writes_the_run_and_a_nested_score_that_is_not_the_inner_best(tuned, tiny_es):
+def test_tune_on_a_tiny_set(tuned, tiny_es, tmp_path):
+    """Ray: the run folder, scores recomputed without the tuning code, tuned.toml in cv and fit, a failing trial."""
+    _check_run_and_nested_score(tuned, tiny_es)
+    _check_outer_and_inner_scores_recomputed(tuned, tiny_es)
+    _check_tuned_toml_in_cv_and_fit(tuned, tiny_es, tmp_path)
+    _check_a_failing_trial_stops_the_search(tiny_es)
+
+
+def _check_run_and_nested_score(tuned, tiny_es):
     res, out, spec, lines = tuned
     assert sorted(p.name for p in out.iterdir()) == ["best_params.parquet", "manifest.json", "nested_score.json",
                                                      "trials.parquet", "tuned.toml"]
@@ -254,8 +262,7 @@ def _contest_score(es, params, train_idx, test_idx):
     return score_compounds(test.truth_long(), pred_long, weights=weights)["wmse"]
 
 
-@pytest.mark.xdist_group("ray_tune")
-def test_outer_and_inner_scores_recomputed_without_the_tuning_code(tuned, tiny_es):
+def _check_outer_and_inner_scores_recomputed(tuned, tiny_es):
     from drugcell.splits.folds import make_folds
 
     res, out, spec, _ = tuned
@@ -272,8 +279,7 @@ def test_outer_and_inner_scores_recomputed_without_the_tuning_code(tuned, tiny_e
     assert np.isclose(row["inner_score"], pooled.mean(), rtol=1e-5)
 
 
-@pytest.mark.xdist_group("ray_tune")
-def test_tuned_toml_is_a_config_that_cv_and_fit_accept(tuned, tiny_es, tmp_path):
+def _check_tuned_toml_in_cv_and_fit(tuned, tiny_es, tmp_path):
     from drugcell.cli import app
 
     res, out, spec, _ = tuned
@@ -293,3 +299,17 @@ def test_tuned_toml_is_a_config_that_cv_and_fit_accept(tuned, tiny_es, tmp_path)
                                    "knn_tuned", "--out", str(tmp_path / "model")])
     assert fit.exit_code == 0, fit.output
     assert json.loads((tmp_path / "model" / "model.json").read_text())["config"]["k"] == res.params["k"]
+
+
+def _check_a_failing_trial_stops_the_search(tiny_es):
+    """Inside the tuning run's Ray session: a trial's input error ends the search, with its message."""
+    import ray
+
+    from drugcell.tuning.search import run_search
+
+    es = tiny_es[1]
+    spec = spec_from_dict(_space(tune__kind="blend", tune__name="bl", tune__params={"members": [{"kind": "knn"}]},
+                                 space__k=None, space__kernel=None, space__inner_folds={"int": [400, 500]}))
+    rows = np.arange(es.n_compounds)
+    with pytest.raises(DrugcellInputError, match="a tuning trial failed: blend: inner folds .* cannot make 4"):
+        run_search(ray.put(es), spec, rows, rows % 2, trials=2, seed=0, workers=1, log=lambda line: None)

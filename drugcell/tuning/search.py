@@ -199,6 +199,7 @@ def run_search(es_ref, spec: TuneSpec, rows: np.ndarray, inner: np.ndarray, *, t
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off (verbose=0 applies)
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run, not just this search
     n_inner = int(inner.max()) + 1
     ctx = TrialContext(kind=spec.kind, fixed=dict(spec.fixed), dims=spec.dims, rows=np.asarray(rows),
                        inner=np.asarray(inner), metric=spec.metric, seed=spec.run.seed)
