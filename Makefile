@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch first, pinned, so nothing later pulls a CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test,l1000]"
+	$(BIN)/python -m pip install -q -e ".[test,l1000,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

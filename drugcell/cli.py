@@ -25,6 +25,7 @@ from drugcell.commands import (
     score,
     submit,
     synth,
+    tune,
     weights,
 )
 from drugcell.errors import DrugcellInputError
@@ -36,6 +37,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("synth", synth.synth),
     ("load", load.load_command),
     ("cv", cv.cv),
+    ("tune", tune.tune),
     ("calibrate", calibrate.calibrate),
     ("report", report.report),
     ("submit", submit.submit),

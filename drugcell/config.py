@@ -21,6 +21,13 @@ metrics, bootstrap, outputs), so a run can be repeated from its manifest alone. 
     k = 10                    # every other key is a constructor parameter of the predictor
     kernel = "tanimoto"
 
+    [[predictors]]            # a sweep: lists or ranges of scalar params expand into named variants
+    name = "knn"              # knn_k5_uniform, knn_k5_softmax, knn_k20_uniform, knn_k20_softmax
+    kind = "knn"              # (syntax and naming rule: drugcell.sweeps)
+    k = [5, 20]
+    kernel = ["uniform", "softmax"]
+
+The expanded list is the config (``RunConfig.predictors``, the manifest, ``--predictors NAME``).
 Validation errors raise :class:`DrugcellInputError` naming the file and the key.
 """
 
@@ -35,6 +42,7 @@ from typing import Any
 
 from drugcell.defaults import DEFAULT_BOOTSTRAP, DEFAULT_FOLDS, DEFAULT_SEED, DEFAULT_SPLIT
 from drugcell.errors import DrugcellInputError
+from drugcell.sweeps import Variant, expand_entry
 
 SPLITS = ("scaffold", "random")
 SELECT_RULES = ("simplest", "lowest")
@@ -148,14 +156,16 @@ def _known_kinds() -> set[str]:
     return set(available())
 
 
-def _check_params(spec: PredictorSpec, source: str | None, key: str) -> None:
+def _check_params(spec: PredictorSpec, source: str | None, key: str, swept: dict[str, Any] | None = None) -> None:
     """Build the predictor once so a bad parameter fails now, not an hour into a run."""
     from drugcell.models import make_predictor
 
     try:
         make_predictor(spec.kind, **spec.params)
     except DrugcellInputError as exc:
-        raise DrugcellInputError(f"{_where(source, key)} ({spec.name}): {exc}") from None
+        values = ", ".join(f"{k} = {v!r}" for k, v in (swept or {}).items())
+        label = f"{spec.name}, swept {values}" if values else spec.name
+        raise DrugcellInputError(f"{_where(source, key)} ({label}): {exc}") from None
 
 
 def _known_metrics() -> set[str]:
@@ -164,7 +174,35 @@ def _known_metrics() -> set[str]:
     return set(available())
 
 
+def _parse_entry(entry: Any, i: int, source: str | None, kinds: set[str]) -> tuple[str, list[Variant]]:
+    """One ``[[predictors]]`` table -> its kind and variants (one, or the expansion of its sweeps)."""
+    from drugcell.models import get_class
+
+    key = f"predictors[{i}]"
+    if not isinstance(entry, dict):
+        raise DrugcellInputError(f"{_where(source, key)} must be a table, got {entry!r}")
+    entry = dict(entry)
+    kind = entry.pop("kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise DrugcellInputError(f"{_where(source, key + '.kind')} is missing or not a string")
+    name = entry.pop("name", kind)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise DrugcellInputError(
+            f"{_where(source, key + '.name')} must be letters, digits, '_', '-' or '.', got {name!r}"
+        )
+    if kind not in kinds:
+        raise DrugcellInputError(
+            f"{_where(source, key + '.kind')}: unknown predictor kind {kind!r}; "
+            f"available: {', '.join(sorted(kinds))}"
+        )
+    params = entry.pop("params", {})
+    if not isinstance(params, dict):
+        raise DrugcellInputError(f"{_where(source, key + '.params')} must be a table")
+    return kind, expand_entry(name, {**params, **entry}, get_class(kind).defaults, _where(source, key))
+
+
 def _parse_predictors(raw: Any, source: str | None) -> tuple[PredictorSpec, ...]:
+    """Every entry, sweeps expanded in place (drugcell.sweeps), each variant checked by building it."""
     if not isinstance(raw, list) or not raw:
         raise DrugcellInputError(
             f"{_where(source, 'predictors')} must be a non-empty array of tables "
@@ -175,32 +213,16 @@ def _parse_predictors(raw: Any, source: str | None) -> tuple[PredictorSpec, ...]
     seen: set[str] = set()
     for i, entry in enumerate(raw):
         key = f"predictors[{i}]"
-        if not isinstance(entry, dict):
-            raise DrugcellInputError(f"{_where(source, key)} must be a table, got {entry!r}")
-        entry = dict(entry)
-        kind = entry.pop("kind", None)
-        if not isinstance(kind, str) or not kind:
-            raise DrugcellInputError(f"{_where(source, key + '.kind')} is missing or not a string")
-        name = entry.pop("name", kind)
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise DrugcellInputError(
-                f"{_where(source, key + '.name')} must be letters, digits, '_', '-' or '.', got {name!r}"
-            )
-        if name in seen:
-            raise DrugcellInputError(f"{_where(source, key + '.name')}: duplicate predictor name {name!r}")
-        if kind not in kinds:
-            raise DrugcellInputError(
-                f"{_where(source, key + '.kind')}: unknown predictor kind {kind!r}; "
-                f"available: {', '.join(sorted(kinds))}"
-            )
-        params = entry.pop("params", {})
-        if not isinstance(params, dict):
-            raise DrugcellInputError(f"{_where(source, key + '.params')} must be a table")
-        params = {**params, **entry}
-        seen.add(name)
-        spec = PredictorSpec(name=name, kind=kind, params=params)
-        _check_params(spec, source, key)
-        specs.append(spec)
+        kind, variants = _parse_entry(entry, i, source, kinds)
+        for var in variants:
+            if var.name in seen:
+                origin = f" (a variant of the sweep in {key})" if var.swept else ""
+                raise DrugcellInputError(
+                    f"{_where(source, key + '.name')}: duplicate predictor name {var.name!r}{origin}")
+            seen.add(var.name)
+            spec = PredictorSpec(name=var.name, kind=kind, params=var.params)
+            _check_params(spec, source, key, var.swept)
+            specs.append(spec)
     return tuple(specs)
 
 
