@@ -528,9 +528,8 @@ def test_defect8_atomic_dir_recovers_what_a_sigkilled_write_left(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("user's")
 
-    with pytest.raises(RuntimeError):
-        with atomic_dir(final) as tmp:
-            raise RuntimeError("fail before the swap")
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        raise RuntimeError("fail before the swap")
     assert (final / "manifest.json").read_text() == "old" and not aside.exists()  # restored, then left as it was
     assert not stale.exists() and live.exists() and (foreign / "notes.txt").exists()
 
