@@ -63,13 +63,15 @@ def validate_submission(
     *,
     test_compounds: Iterable[str] | pd.DataFrame | str | os.PathLike[str],
     gene_filter: Iterable[str] | pd.DataFrame | str | os.PathLike[str],
+    allow_negative: bool = False,
 ) -> dict[str, int]:
     """Raise ``ScoringError`` listing what is wrong; return row/compound/gene counts when valid.
 
     ``prediction``: a DataFrame (pandas/polars/pyarrow) or a parquet/CSV path with columns
     ``compound, gene_id, predicted_expression`` (the values numbers: text or True/False is refused,
     not coerced). ``test_compounds``/``gene_filter``: id lists, the official CSV frames or their
-    paths (a string is a path, never a list of characters).
+    paths (a string is a path, never a list of characters). ``allow_negative``: values on a signed
+    scale (z-scores, log fold changes; not the contest's log2(CPM+1)) may be below 0.
     """
     df = _read(prediction)
     require_columns(df, [COMPOUND_COL, GENE_COL, PRED_COL], name="submission")
@@ -102,7 +104,7 @@ def validate_submission(
         values = np.zeros(0)
     if not np.all(np.isfinite(values)):
         problems.append(f"{int((~np.isfinite(values)).sum())} NaN/inf/missing predicted_expression value(s)")
-    elif (values < 0).any():
+    elif not allow_negative and (values < 0).any():
         problems.append(f"{int((values < 0).sum())} negative predicted_expression value(s) (log2(CPM+1) >= 0; clip at 0)")
     if problems:
         raise ScoringError("invalid submission:\n  - " + "\n  - ".join(problems))

@@ -12,7 +12,7 @@ from contest_scorer.metrics import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_
 __all__ = [
     "COMPOUND_COL", "EXPRESSION_COL", "GENE_COL", "PRED_COL", "SMILES_COL",
     "MORGAN_RADIUS", "MORGAN_BITS", "DEFAULT_SEED", "DEFAULT_FOLDS", "DEFAULT_SPLIT",
-    "DEFAULT_METRIC", "DEFAULT_BOOTSTRAP", "DEFAULT_CONFIG_NAME",
+    "DEFAULT_METRIC", "DEFAULT_BOOTSTRAP", "DEFAULT_CONFIG_NAME", "LOG2CPM", "SIGNED", "VALUE_SCALES",
 ]
 
 #: SMILES column of drugcell's own tables (test compounds, predict input, ExpressionSet frames).
@@ -29,3 +29,10 @@ DEFAULT_SPLIT = "scaffold"
 DEFAULT_METRIC = "mejia"
 DEFAULT_BOOTSTRAP = 10_000
 DEFAULT_CONFIG_NAME = "default.toml"
+
+#: The value scale an ExpressionSet holds. ``log2cpm``: log2(CPM+1) (VCPI, L1000 log2 levels), never
+#: negative, so predictions are clipped at 0; ``signed``: z-scores or log fold changes, predicted as
+#: they are. Caches written before the scale was recorded hold log2cpm.
+LOG2CPM = "log2cpm"
+SIGNED = "signed"
+VALUE_SCALES = (LOG2CPM, SIGNED)

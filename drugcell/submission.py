@@ -1,8 +1,9 @@
 """Refit a chosen predictor on every training compound, predict the test compounds, validate, write.
 
 The contest scores a long table ``compound, gene_id, predicted_expression`` with exactly one row
-per (test compound, scored gene). The official local scorer silently drops missing compounds and
-averages duplicates, so this module refuses to write anything that
+per (test compound, scored gene), never negative for log2(CPM+1) data (a set on a signed scale,
+z-scores or log fold changes, keeps its negative values). The official local scorer silently drops
+missing compounds and averages duplicates, so this module refuses to write anything that
 :func:`contest_scorer.validate_submission` does not accept. The submission, its std sidecar and
 its manifest are one :class:`~drugcell.outputs.FileSet`: they appear together or not at all, an
 earlier set is replaced only with ``overwrite`` (checked before any work), and a set written
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 
 from drugcell.calibration.calibrator import Calibrator
 from drugcell.config import PredictorSpec
-from drugcell.defaults import COMPOUND_COL, GENE_COL
+from drugcell.defaults import COMPOUND_COL, GENE_COL, LOG2CPM
 from drugcell.errors import DrugcellInputError
 from drugcell.fitting import fit_spec
 from drugcell.heldout import TEST_REQUIRED, check_condition, check_parseable, read_test_compounds
@@ -188,7 +189,7 @@ def make_submission(
     table = long_table(test_ids, genes, values)
     try:
         counts = validate_submission(_validation_frame(table), test_compounds=list(test_ids),
-                                     gene_filter=list(genes))
+                                     gene_filter=list(genes), allow_negative=es.value_scale != LOG2CPM)
     except ScoringError as exc:
         raise DrugcellInputError(f"the predicted grid failed validation; nothing written to {out}: {exc}") from None
     if counts.get("rows") != len(test_ids) * len(genes):
@@ -213,7 +214,7 @@ def make_submission(
         manifest = provenance(
             config={"predictor": spec.to_dict(), "seed": seed}, seed=seed, data_fingerprint=es.fingerprint(),
             command="drugcell submit", predictor=spec.name, n_compounds=len(test_ids), n_genes=len(genes),
-            n_rows=table.num_rows, test_compounds_file=str(test_compounds),
+            n_rows=table.num_rows, value_scale=es.value_scale, test_compounds_file=str(test_compounds),
             test_compounds_fingerprint=fingerprint_files([test_compounds]),
             gene_filter_fingerprint=fingerprint_files([gene_filter]), prediction_info=info, audit=audit,
             allow_stereo_overlap=allow_stereo_overlap, condition=condition, unparsed_test_compounds=parse.unparsed,

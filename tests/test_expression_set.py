@@ -129,7 +129,9 @@ def _edit_manifest(root, **changes):
 def test_cache_records_its_format_and_version(tmp_path):
     make_es().save(tmp_path / "es")
     manifest = json.loads((tmp_path / "es" / "manifest.json").read_text())
-    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == FORMAT_VERSION == 4
+    # a log2cpm set keeps version 4's layout and number (version 5 is written for a signed scale only)
+    assert manifest["format"] == "drugcell.expression_set" and manifest["format_version"] == 4
+    assert FORMAT_VERSION == 5 and manifest["value_scale"] == "log2cpm"
     assert ExpressionSet.load(tmp_path / "es").info["cache_format_version"] == 4
 
 
@@ -150,7 +152,7 @@ def test_version_1_cache_reads_the_same_arrays(tmp_path):
     assert back.info["cache_format_version"] == 1
     back.save(tmp_path / "again")
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION and "cache_format_version" not in manifest["info"]
+    assert manifest["format_version"] == 4 and "cache_format_version" not in manifest["info"]
 
 
 def test_future_version_and_other_format_are_refused_naming_the_folder(tmp_path):

@@ -9,6 +9,12 @@ and sha256 runs at ~1.1 GB/s on the project's 2-core box (0.6 s per 730 MB array
 hashed in parallel threads): ~1 s of CPU for a full-scale cache, whose two arrays take ~3 s to
 read. Older versions carry no checksums; they are read as before and guarded by the recomputed
 data fingerprint.
+
+Version 5 records the value scale (``value_scale``: :data:`drugcell.defaults.VALUE_SCALES`). The
+manifest field is outside the checksummed files, so a signed scale is also folded into the data
+fingerprint (an edited field is refused). A cache holding the default ``log2cpm`` is still written
+as version 4 (older drugcells read it as before); one holding another scale is written as version 5,
+so an older drugcell refuses it instead of clipping its predictions at 0.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from drugcell.defaults import LOG2CPM, VALUE_SCALES
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import sha256_file
 
 #: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
 FORMAT = "drugcell.expression_set"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+#: the version a cache of the default scale is written as (its layout is version 4's)
+DEFAULT_SCALE_VERSION = 4
 MANIFEST = "manifest.json"
 KIND = "drugcell.ExpressionSet"  # the version-1 manifest's only mark (still written, for older readers)
 ARRAYS = ("expression", "weights", "control", "control_expression", "control_weights")
@@ -74,6 +83,26 @@ def verify_checksums(root: Path, manifest: dict[str, Any], version: int) -> None
             raise DrugcellInputError(
                 f"ExpressionSet cache file {path} is damaged or was modified: it does not match the sha256 recorded "
                 f"in {MANIFEST} when the cache was written; {REBUILD}")
+
+
+def version_for(value_scale: str) -> int:
+    """The format version a cache holding ``value_scale`` is written as (see the module docstring)."""
+    return DEFAULT_SCALE_VERSION if value_scale == LOG2CPM else FORMAT_VERSION
+
+
+def manifest_scale(root: Path, manifest: dict[str, Any], version: int) -> str:
+    """The value scale a cache holds: the manifest's ``value_scale`` (version 5 must record one; an
+    older cache holds log2cpm, the only scale there was)."""
+    scale = manifest.get("value_scale")
+    if scale is None and version < FORMAT_VERSION:
+        return LOG2CPM
+    if scale not in VALUE_SCALES:
+        raise DrugcellInputError(f"ExpressionSet cache {root}: {root / MANIFEST} records value_scale {scale!r}, not one "
+                                 f"of {', '.join(VALUE_SCALES)}; the manifest is damaged or was edited; {REBUILD}")
+    if scale != LOG2CPM and version < FORMAT_VERSION:
+        raise DrugcellInputError(f"ExpressionSet cache {root}: format version {version} holds log2cpm only, but "
+                                 f"{root / MANIFEST} records value_scale {scale!r}; the manifest was edited; {REBUILD}")
+    return scale
 
 
 def check_replaceable(path: Path, overwrite: bool) -> None:

@@ -8,7 +8,10 @@ written by another drugcell is read correctly or refused with a message, never m
 Version 1 is the layout written before the version fields existed (the same files; read as is);
 version 2 adds the fields; version 3 adds the optional ``plates.npz`` (the plate layout and the
 per-plate DMSO profile, :mod:`drugcell.data.plates`), absent from sets that have no plates;
-version 4 adds the sha256 of every file (:mod:`drugcell.data.cache_format`), verified on load.
+version 4 adds the sha256 of every file (:mod:`drugcell.data.cache_format`), verified on load;
+version 5 records the value scale (``log2cpm`` or ``signed``: whether predictions are clipped at 0),
+and is written only for a scale other than log2cpm (see :mod:`drugcell.data.cache_format`).
+Compound metadata (``compound_meta``: names, targets, ...) are extra columns of compounds.parquet.
 On every load the data fingerprint is recomputed from the arrays and must equal the one the
 manifest records: a cache edited after it was written is refused, never reported under the
 fingerprint of the data it used to hold.
@@ -38,20 +41,32 @@ from drugcell.data.cache_format import (
     REBUILD,
     check_replaceable,
     file_checksums,
+    manifest_scale,
     read_file,
     read_manifest,
     verify_checksums,
+    version_for,
 )
 from drugcell.data.memory import _release_map
 from drugcell.data.plates import PlateLayout
-from drugcell.data.set_checks import check_ids, check_values, check_weights, str_array, whole_counts
-from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, SMILES_COL
+from drugcell.data.set_checks import (
+    check_compound_meta,
+    check_ids,
+    check_values,
+    check_weights,
+    str_array,
+    whole_counts,
+)
+from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, LOG2CPM, SMILES_COL, VALUE_SCALES
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance, strict_json
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExpressionSet", "check_replaceable", "weights_file"]
 
 _INCHIKEY_COL, _N_REPLICATES_COL = "inchi_key", "n_replicates"  # compounds.parquet's own columns
+_OWN_COLS = (COMPOUND_COL, SMILES_COL, _INCHIKEY_COL, _N_REPLICATES_COL)
+#: names compound metadata columns may not take (the cache's own columns and AnnData's obs columns)
+META_RESERVED = (*_OWN_COLS, "inchikey")
 _PANDAS_INDEX = "__index_level_0__"
 #: info keys that describe one loaded copy, not the data (left out when the set is saved again)
 _LOAD_ONLY_INFO = ("cache_format_version", "fingerprint")
@@ -61,7 +76,8 @@ _WEIGHTS_FIX = ("pass the official weights.parquet: genes x compounds, each comp
 
 @dataclass
 class ExpressionSet:
-    """Per-compound mean log2(CPM+1) on the scored genes, with Mejia weights and controls."""
+    """Per-compound mean log2(CPM+1) on the scored genes (or, with ``value_scale = "signed"``,
+    z-scores / log fold changes), with Mejia weights and controls."""
 
     compounds: np.ndarray
     genes: np.ndarray
@@ -76,6 +92,8 @@ class ExpressionSet:
     control_weights: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     plates: PlateLayout | None = None   # plate layout and per-plate DMSO profile (VCPI-layout data)
+    value_scale: str = LOG2CPM          # log2cpm (clipped at 0 when predicted) or signed (not clipped)
+    compound_meta: pd.DataFrame | None = field(default=None, compare=False)  # per-compound columns (names, ...)
     values_checked: bool = field(default=False, repr=False, compare=False)  # a subset of a checked set
 
     def __post_init__(self) -> None:
@@ -117,6 +135,10 @@ class ExpressionSet:
                 raise DrugcellInputError(f"ExpressionSet.{name} has shape {got}, expected {want}")
         if self.plates is not None:
             self.plates.check(c, g)
+        if self.value_scale not in VALUE_SCALES:
+            raise DrugcellInputError(f"ExpressionSet.value_scale {self.value_scale!r} is not one of "
+                                     f"{', '.join(VALUE_SCALES)} (log2cpm: log2(CPM+1); signed: z-scores, log fold changes)")
+        self.compound_meta = check_compound_meta(self.compound_meta, c, META_RESERVED)
         if not self.values_checked:
             check_values(self)
             self.values_checked = True
@@ -143,6 +165,7 @@ class ExpressionSet:
             inchikey=self.inchikey[idx],
             info={k: v for k, v in self.info.items() if k != "fingerprint"},  # other rows, other data
             plates=None if self.plates is None else self.plates.subset(idx),
+            compound_meta=None if self.compound_meta is None else self.compound_meta.iloc[idx],
             values_checked=self.values_checked,
         )
 
@@ -163,11 +186,13 @@ class ExpressionSet:
         return self.info["fingerprint"]
 
     def _hash(self) -> str:
-        """The fingerprint computed from the arrays now (file-mapped pages handed back as it goes)."""
+        """The fingerprint computed from the arrays now (file-mapped pages handed back as it goes); a
+        scale other than log2cpm is part of it (the same values are predicted differently)."""
         def release() -> None:
             _release_map(self.expression)
             _release_map(self.weights)
-        return fingerprint_arrays(self.compounds, self.genes, self.expression, self.weights, self.smiles,
+        scale = () if self.value_scale == LOG2CPM else (np.array([f"value_scale={self.value_scale}"], dtype=object),)
+        return fingerprint_arrays(self.compounds, self.genes, self.expression, self.weights, self.smiles, *scale,
                                   release=release)
 
     def truth_long(self) -> pd.DataFrame:
@@ -180,6 +205,23 @@ class ExpressionSet:
             }
         )
 
+    # ------------------------------------------------------------------ AnnData
+    def to_anndata(self):
+        """The set as an ``anndata.AnnData`` (compounds x genes; weights in ``layers["mejia_weights"]``,
+        controls in ``varm``, provenance and the value scale in ``uns["drugcell"]``; layout:
+        :mod:`drugcell.data.anndata_io`). ``from_anndata`` reads it back unchanged, also via .h5ad."""
+        from drugcell.data.anndata_io import to_anndata
+
+        return to_anndata(self)
+
+    @classmethod
+    def from_anndata(cls, adata) -> ExpressionSet:
+        """The set an AnnData from :meth:`to_anndata` holds (perhaps subset since: its fingerprint is
+        recomputed). An AnnData of your own goes through :func:`drugcell.data.anndata_load.load_anndata`."""
+        from drugcell.data.anndata_io import from_anndata
+
+        return from_anndata(cls, adata)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the cache dir atomically (build in a temp dir, then rename into place). An existing
@@ -191,22 +233,26 @@ class ExpressionSet:
         with atomic_dir(final) as tmp:
             for name in ARRAYS:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
-            pd.DataFrame(
+            comp = pd.DataFrame(
                 {
                     COMPOUND_COL: self.compounds.astype(str),
                     SMILES_COL: self.smiles.astype(str),
                     _INCHIKEY_COL: self.inchikey.astype(str),
                     _N_REPLICATES_COL: self.n_replicates,
                 }
-            ).to_parquet(tmp / COMPOUNDS, index=False)
+            )
+            if self.compound_meta is not None:
+                comp = pd.concat([comp, self.compound_meta.reset_index(drop=True)], axis=1)
+            comp.to_parquet(tmp / COMPOUNDS, index=False)
             pd.DataFrame({GENE_COL: self.genes.astype(str)}).to_parquet(tmp / GENES, index=False)
             pd.DataFrame({COMPOUND_COL: self.control_ids.astype(str)}).to_parquet(tmp / CONTROLS, index=False)
             if self.plates is not None:
                 self.plates.save(tmp)
             manifest = {
                 "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format_version": version_for(self.value_scale),
                 "kind": KIND,
+                "value_scale": self.value_scale,
                 "n_compounds": self.n_compounds,
                 "n_genes": self.n_genes,
                 "n_controls": len(self.control_ids),
@@ -237,7 +283,8 @@ class ExpressionSet:
         mode = "r" if mmap else None
         arrays = {name: read_file(root / f"{name}.npy", lambda p: np.load(p, mmap_mode=mode, allow_pickle=False))
                   for name in ARRAYS}
-        comp = read_file(root / COMPOUNDS, pd.read_parquet, (COMPOUND_COL, SMILES_COL, _INCHIKEY_COL, _N_REPLICATES_COL))
+        comp = read_file(root / COMPOUNDS, pd.read_parquet, _OWN_COLS)
+        meta_cols = [c for c in comp.columns if c not in _OWN_COLS]
         genes = read_file(root / GENES, pd.read_parquet, (GENE_COL,))[GENE_COL].to_numpy()
         controls = read_file(root / CONTROLS, pd.read_parquet, (COMPOUND_COL,))[COMPOUND_COL].to_numpy()
         info = {k: v for k, v in dict(manifest.get("info", {})).items() if k not in _LOAD_ONLY_INFO}
@@ -246,7 +293,9 @@ class ExpressionSet:
         try:
             es = cls(compounds=comp[COMPOUND_COL].to_numpy(), genes=genes, smiles=comp[SMILES_COL].to_numpy(),
                      inchikey=comp[_INCHIKEY_COL].to_numpy(), n_replicates=comp[_N_REPLICATES_COL].to_numpy(),
-                     control_ids=controls, info=info, plates=PlateLayout.load(root), values_checked=True, **arrays)
+                     control_ids=controls, info=info, plates=PlateLayout.load(root), values_checked=True,
+                     value_scale=manifest_scale(root, manifest, version),
+                     compound_meta=comp[meta_cols] if meta_cols else None, **arrays)
         except DrugcellInputError as exc:
             raise DrugcellInputError(f"ExpressionSet cache {root}: {exc}; {REBUILD}") from None
         where = {name: f"ExpressionSet cache file {root / (name + '.npy')}" for name in ARRAYS}

@@ -6,9 +6,11 @@ people trust (978 landmark genes, level-3 log2 expression).
 
 One profile per compound at a stated dose rule (``max``: each compound's highest dose;
 ``nearest:X``: the dose nearest X uM; ``all``: every dose pooled as replicates). The values are
-already log2, so they play the role of L = log2(CPM+1): the target is the mean over the chosen
-wells, and the Mejia weights come from the same t-vs-rest recipe on the well-level values
-(treated compounds and the DMSO group are all columns, as in the official build).
+already log2, so they play the role of L = log2(CPM+1) (value scale ``log2cpm``): the target is the
+mean over the chosen wells, and the Mejia weights come from the same t-vs-rest recipe on the
+well-level values (treated compounds and the DMSO group are all columns, as in the official build).
+Both read their files and choose the wells; the rest is the generic AnnData adapter
+(:mod:`drugcell.data.anndata_load`), so an L1000 set and any other h5ad are built alike.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contest_scorer.weights import replicate_stats, weights_from_stats
+from drugcell.data.anndata_io import anndata_module
+from drugcell.data.anndata_load import AnnDataOptions, load_anndata
 from drugcell.data.expression_set import ExpressionSet
+from drugcell.defaults import LOG2CPM
 from drugcell.errors import DrugcellInputError
 from drugcell.provenance import fingerprint_files
 
@@ -56,38 +60,26 @@ def build_expression_set(
     control_groups: dict[str, np.ndarray],
     info: dict,
 ) -> ExpressionSet:
-    """Well-level log2 values (samples x genes) -> ExpressionSet with t-vs-rest weights.
+    """Well-level log2 values (samples x genes) -> ExpressionSet with t-vs-rest weights, through the
+    generic AnnData adapter (:func:`drugcell.data.anndata_load.load_anndata`, level ``well``).
 
     ``well_compound`` names each well's group (treated compound ids or a control id such as
-    DMSO); ``control_groups`` maps control ids to masks over the wells.
+    DMSO); ``control_groups`` maps control ids to masks over the wells (DMSO is the vehicle).
+    Genes are sorted by id.
     """
-    order = np.argsort(genes, kind="stable")
-    genes = np.asarray(genes)[order]
-    values = np.asarray(values_sg, dtype=np.float64)[:, order]
-    if not np.all(np.isfinite(values)):
-        raise DrugcellInputError("L1000 values contain NaN/inf; drop those wells first")
-    groups, mean, var, n = replicate_stats(values.T, well_compound)
-    w = weights_from_stats(mean, var, n, values.sum(0), (values * values).sum(0), values.shape[0])
-    is_control = np.isin(groups, list(control_groups))
-    lib = np.flatnonzero(~is_control)
-    ctl = np.flatnonzero(is_control)
-    if DMSO not in groups:
+    ad = anndata_module()
+    if DMSO not in set(np.asarray(well_compound).tolist()):
         raise DrugcellInputError("no DMSO wells found: the control profile needs vehicle wells")
-    dmso = int(np.flatnonzero(groups == DMSO)[0])
-    return ExpressionSet(
-        compounds=groups[lib],
-        genes=genes,
-        expression=mean[lib],
-        weights=w[:, lib],
-        n_replicates=n[lib],
-        control=mean[dmso],
-        smiles=[smiles_of.get(c, "") for c in groups[lib]],
-        inchikey=[""] * len(lib),
-        control_ids=groups[ctl],
-        control_expression=mean[ctl],
-        control_weights=w[:, ctl],
-        info=info,
-    )
+    order = np.argsort(genes, kind="stable")
+    groups = np.asarray(well_compound).astype(str)
+    obs = pd.DataFrame({"compound": groups, "smiles": [smiles_of.get(g, "") for g in groups]},
+                       index=[f"w{i}" for i in range(len(groups))])
+    controls = (DMSO, *sorted(c for c in control_groups if c != DMSO))
+    adata = ad.AnnData(X=np.asarray(values_sg, dtype=np.float64)[:, order], obs=obs,
+                       var=pd.DataFrame(index=np.asarray(genes).astype(str)[order]))
+    options = AnnDataOptions(compound_col="compound", smiles_col="smiles", control_values=controls,
+                             weights="ttest", level="well", scale=LOG2CPM)
+    return load_anndata(adata, options, info=info)[0]
 
 
 def load_prnet_h5ad(path: str | Path, *, dose_rule: str = "max") -> ExpressionSet:

@@ -103,3 +103,24 @@ def check_values(es: Any, where: dict[str, str] | None = None, fix: str = "", *,
             what = "NaN/inf or negative values" if name == "control_weights" else "NaN/inf"
             raise DrugcellInputError(f"{where.get(name, f'ExpressionSet.{name}')} has {what} for control "
                                      f"{names[rows[0]]}; {fix}")
+
+
+def check_compound_meta(meta: Any, n_compounds: int, reserved: tuple[str, ...]) -> pd.DataFrame | None:
+    """Per-compound metadata (names, targets, ...): one row per compound in compound order, string
+    column names that differ from each other and from the set's own columns (``reserved``); an
+    empty frame is None. Rows are positional: the index is dropped."""
+    if meta is None:
+        return None
+    if not isinstance(meta, pd.DataFrame):
+        raise DrugcellInputError(f"ExpressionSet.compound_meta must be a pandas DataFrame, got {type(meta).__name__}")
+    if meta.shape[1] == 0:
+        return None
+    if len(meta) != n_compounds:
+        raise DrugcellInputError(f"ExpressionSet.compound_meta has {len(meta)} rows, expected one per compound "
+                                 f"({n_compounds}), in compound order")
+    names = [str(c) for c in meta.columns]
+    taken = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(reserved)))
+    if taken or not all(isinstance(c, str) for c in meta.columns):
+        raise DrugcellInputError(f"ExpressionSet.compound_meta column(s) {taken or names} clash: metadata columns "
+                                 f"need distinct string names other than {', '.join(reserved)}; rename them")
+    return meta.reset_index(drop=True)

@@ -12,7 +12,8 @@ How to write a predictor (see ``baselines.py`` for the shortest example)::
         def _fit(self, train, seed): ...     # set the fields in state_fields
         def _predict(self, smiles): ...      # return Prediction(mean (n, G), std or None, info)
 
-``fit`` stores ``self.genes``; ``predict`` clips at 0 and counts the clipped cells. Predictors
+``fit`` stores ``self.genes`` and the training set's value scale; ``predict`` clips at 0 and counts
+the clipped cells when that scale is log2(CPM+1) (a ``signed`` set's predictions stay). Predictors
 whose state is not a fixed set of arrays (torch modules) override ``get_state``/``set_state``
 and call ``super()`` so ``genes`` still travels with the state.
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from drugcell.defaults import LOG2CPM
 from drugcell.errors import DrugcellInputError
 
 if TYPE_CHECKING:  # only for annotations: models must not depend on how data is loaded
@@ -75,6 +77,7 @@ class Predictor(ABC):
             ) from None
         self.params: dict[str, Any] = merged
         self.genes: np.ndarray | None = None
+        self.value_scale: str = LOG2CPM  # the training set's; only log2cpm predictions are clipped at 0
         self._validate()
 
     # ----------------------------------------------------------------- subclass hooks
@@ -105,12 +108,13 @@ class Predictor(ABC):
                 f"predictor {self.kind!r}: the training set has no compounds; "
                 "check the split or the data filter."
             )
+        self.value_scale = str(getattr(train, "value_scale", LOG2CPM))
         self._fit(train, int(seed))
         self.genes = np.asarray(train.genes).astype(str)
         return self
 
     def predict(self, smiles: Sequence[str]) -> Prediction:
-        """Predict profiles, clip at 0 (log2(CPM+1) cannot be negative) and count the clips."""
+        """Predict profiles; for log2(CPM+1) data (which cannot be negative) clip at 0 and count the clips."""
         if not self.is_fitted:
             raise RuntimeError(f"predictor {self.kind!r} must be fitted (or set_state) before predict")
         smiles = [("" if s is None else str(s)) for s in smiles]
@@ -121,7 +125,7 @@ class Predictor(ABC):
             raise RuntimeError(f"predictor {self.kind!r} returned shape {mean.shape}, expected {expected}")
         if not np.isfinite(mean).all():
             raise RuntimeError(f"predictor {self.kind!r} produced non-finite predictions")
-        negative = mean < 0
+        negative = mean < 0 if self.value_scale == LOG2CPM else np.zeros(mean.shape, dtype=bool)
         n_clipped = int(negative.sum())
         if n_clipped:
             mean = np.where(negative, np.float32(0), mean)
@@ -140,6 +144,8 @@ class Predictor(ABC):
         if not self.is_fitted:
             raise RuntimeError(f"predictor {self.kind!r} has no state before fit")
         state = {"genes": np.asarray(self.genes).astype(str)}
+        if self.value_scale != LOG2CPM:  # absent: log2cpm (models saved before the scale was recorded)
+            state["value_scale"] = np.asarray(self.value_scale)
         for name in self.state_fields:
             state[name] = np.asarray(getattr(self, name))
         return state
@@ -155,6 +161,7 @@ class Predictor(ABC):
         for name in self.state_fields:
             setattr(self, name, np.asarray(state[name]))
         self.genes = np.asarray(state["genes"]).astype(str)
+        self.value_scale = str(state["value_scale"]) if "value_scale" in state else LOG2CPM
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -24,7 +24,8 @@ The weights minimise the out-of-fold mean wMSE over the simplex, solved exactly 
 blend falls back on the baseline: the shrinkage toward the baseline falls out of the fit. One
 candidate alone gets weight 1 without inner folds, so it predicts exactly what that member does.
 
-Predict: ``sum_i w_i p_i`` over the candidates with non-zero weight (each already clipped at 0).
+Predict: ``sum_i w_i p_i`` over the candidates with non-zero weight (each already clipped at 0 for
+log2(CPM+1) data).
 std: only when every such candidate returns one, as ``sum_i w_i s_i``: the std of the blended
 error if the candidates' errors were perfectly correlated, an upper bound on it otherwise
 (Cauchy-Schwarz), so conservative; a calibrator rescales it like any other. ``Prediction.info``

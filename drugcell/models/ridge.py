@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drugcell.defaults import MORGAN_BITS, MORGAN_RADIUS
+from drugcell.defaults import LOG2CPM, MORGAN_BITS, MORGAN_RADIUS
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
 from drugcell.models.baselines import weighted_mean_profile
@@ -108,7 +108,7 @@ class _RidgeBase(Predictor):
             def chooser(grid):
                 return grouped_cv_curve(
                     x, y, grid, smiles=smiles, weights_gc=weights, metric=p["metric"], baseline=p["baseline"],
-                    n_folds=p["inner_folds"], cv_genes=p["cv_genes"], seed=seed)
+                    n_folds=p["inner_folds"], cv_genes=p["cv_genes"], seed=seed, clip=self.value_scale == LOG2CPM)
         fit = gcv_ridge(x, y, alphas, per_gene=p["alpha_per_gene"], n_alphas=p["n_alphas"], dedupe=True,
                         chooser=chooser)
         intercept = fit.intercept

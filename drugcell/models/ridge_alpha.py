@@ -347,11 +347,13 @@ def grouped_cv_curve(
     n_folds: int = 3,
     cv_genes: int | None = 2000,
     seed: int = 0,
+    clip: bool = True,
 ) -> tuple[np.ndarray, dict[str, float]] | None:
     """Mean per-compound held-out wMSE (under ``metric``) of ridge at each alpha, by inner folds.
 
     Predictions on the held-out rows are ``baseline + (x - mean_x) B(a)`` from the inner-train
-    rows (baseline: their plain or weighted mean), clipped at 0 as :meth:`Predictor.predict` does,
+    rows (baseline: their plain or weighted mean), clipped at 0 as :meth:`Predictor.predict` does
+    (``clip``: the training set holds log2(CPM+1), not signed values),
     on a seeded random subset of ``cv_genes`` genes (all when fewer). Mejia weights of the held-out
     rows are rescaled per compound by (total weight / weight on the subset), the ratio estimate of
     its full-gene wMSE (a no-op with all genes). The curve is the mean over every held-out compound.
@@ -404,7 +406,8 @@ def grouped_cv_curve(
         for i, a in enumerate(alphas):
             pred = (z * (s / (s2 + a)).astype(np.float32)) @ uty32
             pred += base
-            np.maximum(pred, 0.0, out=pred)
+            if clip:
+                np.maximum(pred, 0.0, out=pred)
             pred -= truth
             pred *= pred
             per = pred @ w if w.ndim == 1 else np.einsum("cg,cg->c", pred, w)
