@@ -141,3 +141,36 @@ def test_make_submission_takes_a_cache_path_and_a_kind(sim):
     assert res.n_rows == len(sub) == 10 * res.n_genes
     assert dc.validate_submission(sub, test_compounds=sorted(set(sub["compound"])),
                                   gene_filter=sorted(set(sub["gene_id"])))["rows"] == len(sub)
+
+
+def _readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(heading):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_examples_run(sim, tmp_path, monkeypatch, capsys):
+    """The README's Python example and its plugin example, run as written (in a folder holding
+    cache/sim, a tiny simulated set)."""
+    if not (sim / "cache").exists():
+        dc.load_vcpi(sim / "sim", out=sim / "cache")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "sim").symlink_to(sim / "cache", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_readme_block("## Use it from Python"), "README.md", "exec"), scope)  # noqa: S102
+    assert capsys.readouterr().out.startswith("## Chosen predictor")
+    assert set(scope["run"].scores["predictor"]) == {"wmean", "ridge_fp"} and len(scope["up"]) == 10
+    assert scope["pred"].mean.shape == (1, scope["es"].n_genes)
+
+    plugin = tmp_path / "team_predictors.py"
+    plugin.write_text(_readme_block("### Your own predictor"))
+    try:
+        assert dc.load_plugins([str(plugin)]) == ["team_shift"]
+        es = scope["es"]
+        got = dc.make_predictor("team_shift", shift=1.0).fit(es).predict(["CCO", "CCN"]).mean
+        np.testing.assert_allclose(got, np.tile(es.expression.astype(np.float64).mean(axis=0) + 1.0, (2, 1)),
+                                   rtol=1e-5)
+    finally:
+        registry.PREDICTORS._entries.pop("team_shift", None)
