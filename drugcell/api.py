@@ -19,7 +19,7 @@ from drugcell.data.loader import LoadOptions, load_to_cache
 from drugcell.data.loader import load_vcpi as _load_vcpi
 from drugcell.data.vcpi import CHEMISTRY_FILE, COUNTS_FILE, GENE_FILTER_FILE, METADATA_FILE
 from drugcell.errors import DrugcellInputError
-from drugcell.evaluation.cv import CVResult, check_run_dir
+from drugcell.evaluation.cv import CVResult
 from drugcell.evaluation.cv import run_cv as _run_cv
 from drugcell.fitting import resolve_predictor
 from drugcell.submission import DEFAULT_OUT, SubmissionResult
@@ -73,8 +73,7 @@ def run_cv(data: ExpressionSet | PathLike, config: RunConfig | PathLike = "defau
     ``seed``, ``metrics``, ``bootstrap_resamples``, ``select``, ``save_predictions``, ``sets``).
     """
     cfg = with_overrides(_config(config), predictors=predictors, **overrides)
-    check_run_dir(Path(out), overwrite)  # before loading the data
-    return _run_cv(_data(data), cfg, out, progress=progress, overwrite=overwrite)
+    return _run_cv(_data(data), cfg, out, progress=progress, overwrite=overwrite)  # it checks `out` first
 
 
 def make_submission(data: ExpressionSet | PathLike, predictor: str | PredictorSpec | None,
