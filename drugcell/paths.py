@@ -1,9 +1,15 @@
 """Where things are: the shipped run configs, the source checkout, and the shared real data
-(``../shared/data`` or ``$DRUGCELL_SHARED_DATA``)."""
+(``../shared/data`` or ``$DRUGCELL_SHARED_DATA``).
+
+The run configs are package data (``drugcell/configs/*.toml``), found through
+:mod:`importlib.resources`, so an installed wheel has them wherever it runs; a checkout keeps a
+``configs`` link to them at its root for the paths older commands and docs use.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 from drugcell.defaults import DEFAULT_CONFIG_NAME
@@ -17,8 +23,9 @@ def repo_root() -> Path:
 
 
 def configs_dir() -> Path:
-    """The folder of the shipped run configs (``default.toml``, ``demo.toml``, ...)."""
-    return _REPO_ROOT / "configs"
+    """The folder of the shipped run configs (``default.toml``, ``demo.toml``, ...), inside the
+    installed package (a folder on disk for a wheel, an editable install or a checkout)."""
+    return Path(str(files("drugcell") / "configs"))
 
 
 def shipped_configs() -> list[str]:
