@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench clean browser wheel
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/drugcell demo --out demo_out
+
+# A wheel in dist/ (run configs and the gene symbol table inside), built offline with the venv's setuptools.
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 lint: $(STAMP)
 	$(BIN)/ruff check drugcell contest_scorer tests benchmarks
@@ -33,4 +37,4 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q tests
 
 clean:
-	rm -rf $(VENV) demo_out runs
+	rm -rf $(VENV) demo_out runs dist build

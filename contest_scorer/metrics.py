@@ -26,12 +26,9 @@ from contest_scorer._frames import (
     show_ids,
     to_pandas,
 )
+from contest_scorer.columns import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_COL
 from contest_scorer.errors import ScoringError
 
-COMPOUND_COL = "compound"
-GENE_COL = "gene_id"
-EXPRESSION_COL = "expression"
-PRED_COL = "predicted_expression"
 #: how far a compound's weights may sum from 1 (the official file is float16: sums drift ~1e-3)
 WEIGHT_SUM_TOL = 1e-2
 

@@ -315,10 +315,13 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfi
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML config file."""
-    path = Path(path)
+    """Read and validate a TOML config file (a shipped config's name, e.g. ``default.toml``, works too)."""
+    from drugcell.paths import resolve_config, shipped_configs
+
+    path = resolve_config(path)
     if not path.is_file():
-        raise DrugcellInputError(f"config file {path} not found; see configs/default.toml for the layout")
+        raise DrugcellInputError(f"config file {path} not found; pass a TOML file, or the name of a shipped config "
+                                 f"({', '.join(shipped_configs())}; see default.toml for the layout)")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -7,7 +7,7 @@ everything drugcell itself chooses a default for lives here.
 
 from __future__ import annotations
 
-from contest_scorer.metrics import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_COL
+from contest_scorer.columns import COMPOUND_COL, EXPRESSION_COL, GENE_COL, PRED_COL
 
 __all__ = [
     "COMPOUND_COL", "EXPRESSION_COL", "GENE_COL", "PRED_COL", "SMILES_COL",

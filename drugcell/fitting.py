@@ -18,6 +18,7 @@ from drugcell.config import PredictorSpec, RunConfig, config_from_dict, load_con
 from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Predictor
 from drugcell.persistence import TrainInfo, check_model_dir, save_model
+from drugcell.progress import step
 from drugcell.provenance import read_json_object
 
 
@@ -119,14 +120,17 @@ def fit_model(data: str | Path, predictor: str | None, out: str | Path, *, confi
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
     calibrator = calibrator_for_run(from_run, spec.name) if (from_run is not None and calibrate_std) else None
     seed = cfg_seed if seed is None else int(seed)
+    step(f"load the training data from {data}")
     es = ExpressionSet.load(data)
     t0 = time.perf_counter()
     fit_metric = run_config(from_run).metrics[0] if from_run is not None else metric  # as the CV run fitted it
+    step(f"fit {spec.name} ({spec.kind}) on {es.n_compounds:,} compounds x {es.n_genes:,} genes")
     model = fit_spec(es, spec, seed, metric=fit_metric)
     seconds = time.perf_counter() - t0
     source = None if config is None else str(config)
     info = TrainInfo.from_expression_set(es, seed=seed, fit_s=round(seconds, 2), config_source=source,
                                          from_run=None if from_run is None else str(from_run))
+    step(f"save the model to {out}")
     save_model(model, out, train_info=info, name=spec.name, seed=seed, overwrite=overwrite, calibrator=calibrator)
     return FitResult(model_dir=out, name=spec.name, kind=spec.kind, n_compounds=es.n_compounds,
                      n_genes=es.n_genes, seconds=seconds, calibrator=calibrator)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contest_scorer import per_compound_wmse, proxy_weights, variance_weights
 from drugcell.errors import DrugcellInputError
 from drugcell.registry import Registry
 
@@ -79,10 +78,14 @@ def _proxy(truth_cg, test_weights_gc, train_truth_cg):
         raise DrugcellInputError(
             f"metric 'proxy': train_truth_cg must be compounds x {truth_cg.shape[1]} genes, "
             f"got {t.shape}")
+    from contest_scorer import proxy_weights  # imported on use: the registry is read by `--help`
+
     return proxy_weights(t)
 
 
 def _variance(truth_cg, test_weights_gc, train_truth_cg):
+    from contest_scorer import variance_weights
+
     return variance_weights(truth_cg)
 
 
@@ -124,6 +127,8 @@ def score(metric: str | Metric, truth_cg: np.ndarray, pred_cg: np.ndarray, *,
     w = metric_weights(metric, truth_cg, test_weights_gc=test_weights_gc,
                        train_truth_cg=train_truth_cg)
     # drugcell scores raw model output here (predictors clip at 0; a submission is checked apart)
+    from contest_scorer import per_compound_wmse
+
     return per_compound_wmse(truth_cg, pred_cg, w, allow_negative=True)
 
 

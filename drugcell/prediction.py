@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction
 from drugcell.outputs import check_file_output
 from drugcell.persistence import SavedModel
+from drugcell.progress import step
 from drugcell.provenance import atomic_path
 
 #: Tanimoto to the nearest training compound below which a molecule is reported as far.
@@ -40,6 +42,21 @@ class PredictResult:
     threshold: float
     model_name: str
     calibrator: Calibrator | None = None  # the model's std calibrator, already applied to prediction.std
+    #: molecules left out because RDKit cannot parse them: {row, id, smiles, reason} (row is 1-based)
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def skipped_message(self, source: str = "--smiles", shown: int = 20) -> str | None:
+        """One line naming the molecules left out (by row or --smiles position, id and SMILES), or None."""
+        if not self.skipped:
+            return None
+        where = "--smiles value" if source == "--smiles" else "row"
+        listed = "; ".join(f"{where} {s['row']} {s['id']!r} (SMILES {s['smiles']!r}): {s['reason']}"
+                           for s in self.skipped[:shown])
+        more = f" (+{len(self.skipped) - shown} more)" if len(self.skipped) > shown else ""
+        total = len(self.skipped) + len(self.ids)
+        return (f"{source}: {len(self.skipped)} of {total} molecule(s) could not be parsed by RDKit and were left out "
+                f"(the other {len(self.ids)} are predicted): {listed}{more}. Fix these SMILES; --strict makes "
+                "this an error")
 
     @property
     def far(self) -> np.ndarray:
@@ -130,10 +147,16 @@ def calibrated(pred: Prediction, calibrator: Calibrator | None) -> Prediction:
     return dataclasses.replace(pred, std=calibrator.apply(pred.std), info={**pred.info, "std_scale": calibrator.scale})
 
 
+def _unparsed(errors: dict[int, str], ids: list[str], smiles: list[str]) -> list[dict[str, Any]]:
+    return [{"row": i + 1, "id": ids[i], "smiles": smiles[i], "reason": errors[i]} for i in sorted(errors)]
+
+
 def predict_molecules(model_dir: str | Path, smiles: list[str], ids: list[str] | None = None, *,
-                      threshold: float = DEFAULT_FAR_THRESHOLD, source: str = "--smiles") -> PredictResult:
+                      threshold: float = DEFAULT_FAR_THRESHOLD, source: str = "--smiles",
+                      strict: bool = False) -> PredictResult:
     """Predict profiles for new molecules with a saved model (its std calibrated when the model
-    carries a calibrator); refuse any unparseable SMILES."""
+    carries a calibrator). Molecules RDKit cannot parse are left out and listed in
+    ``PredictResult.skipped``; with ``strict`` (or when none parses) they are an input error."""
     from drugcell.chem.fingerprints import morgan_bits
     from drugcell.chem.molecules import parse_smiles
 
@@ -141,25 +164,33 @@ def predict_molecules(model_dir: str | Path, smiles: list[str], ids: list[str] |
     ids = list(smiles) if ids is None else [str(i) for i in ids]
     if not smiles:
         raise DrugcellInputError("no molecules to predict")
+    step(f"parse {len(smiles):,} molecule(s)")
     parsed = parse_smiles(smiles, inchikey=False)
-    if parsed.errors:
-        bad = sorted(parsed.errors)
+    skipped = _unparsed(parsed.errors, ids, smiles)
+    if skipped and (strict or len(skipped) == len(smiles)):
         where = "--smiles value" if source == "--smiles" else "row"
-        listed = "; ".join(f"{ids[i]!r} (SMILES {smiles[i]!r}, {where} {i + 1}): {parsed.errors[i]}"
-                           for i in bad[:5])
-        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        listed = "; ".join(f"{s['id']!r} (SMILES {s['smiles']!r}, {where} {s['row']}): {s['reason']}"
+                           for s in skipped[:5])
+        more = f" (+{len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        none = "; none of them parses" if len(skipped) == len(smiles) else " (--strict)"
         raise DrugcellInputError(
-            f"{source}: {len(bad)} molecule(s) could not be parsed by RDKit: {listed}{more}. "
+            f"{source}: {len(skipped)} molecule(s) could not be parsed by RDKit{none}: {listed}{more}. "
             "Fix or remove these SMILES.")
+    keep = np.flatnonzero(parsed.ok)
+    smiles = [smiles[i] for i in keep]
+    ids = [ids[i] for i in keep]
+    step(f"load the model from {model_dir}")
     saved = SavedModel.load(model_dir)
     fp = saved.meta["training"]["fingerprint"]  # the fingerprint the model stored for its training set
-    sim, near = saved.nearest(morgan_bits(parsed, radius=int(fp["radius"]), n_bits=int(fp["n_bits"])))
+    bits = morgan_bits(parsed, radius=int(fp["radius"]), n_bits=int(fp["n_bits"]))[keep]
+    sim, near = saved.nearest(bits)
+    step(f"predict {len(smiles):,} molecule(s) with {saved.meta.get('name')}")
     pred = calibrated(saved.predictor.predict(smiles), saved.calibrator)
     return PredictResult(
         ids=np.asarray(ids, dtype=object), smiles=np.asarray(smiles, dtype=object), genes=saved.genes,
         prediction=pred, mean_profile=saved.mean_profile.astype(np.float64), nearest_similarity=sim,
         nearest_compound=near, threshold=float(threshold), model_name=str(saved.meta.get("name")),
-        calibrator=saved.calibrator if pred.std is not None else None,
+        calibrator=saved.calibrator if pred.std is not None else None, skipped=skipped,
     )
 
 

@@ -87,9 +87,30 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _honour_umask(path: Path, *, folder: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the file or folder the mode an ordinary create would
+    have (0666 or 0777 less the umask), so results are as readable as the user's other files."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only on success."""
+    """Yield a temporary sibling path; rename it onto ``path`` only on success. The file gets the
+    mode a plain ``open(path, "w")`` would give it (umask honoured)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     with terminate_raises():
@@ -98,6 +119,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path = Path(tmp)
         try:
             yield tmp_path
+            if tmp_path.exists():
+                _honour_umask(tmp_path, folder=False)
             os.replace(tmp_path, final)
         finally:
             if tmp_path.exists():
@@ -160,7 +183,8 @@ def _recover_dir(final: Path) -> None:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path`` (an old one is swapped out
     atomically where the platform can, and removed), on failure it is deleted and ``path`` is left
-    as it was. Leftovers of a SIGKILLed earlier write of ``path`` are recovered first."""
+    as it was. Leftovers of a SIGKILLed earlier write of ``path`` are recovered first. The folder gets the mode
+    a plain ``mkdir`` would give it (umask honoured)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _recover_dir(final)
@@ -170,6 +194,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             (tmp / _WRITING).write_text(str(os.getpid()))
             yield tmp
             (tmp / _WRITING).unlink()
+            _honour_umask(tmp, folder=True)
             with signals_deferred():  # never stop between the two renames
                 if final.exists() and exchange_paths(tmp, final):
                     pass  # ``tmp`` now holds the old folder, removed below
@@ -226,7 +251,10 @@ def _json_default(o: Any) -> Any:
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit (with ``-dirty`` if the tree has changes), or None."""
+    """The source checkout's HEAD commit (with ``-dirty`` if the tree has changes), or None when
+    drugcell runs from an installed wheel (whose site-packages may sit inside someone's repository)."""
+    if not (repo_root() / ".git").exists():
+        return None
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5

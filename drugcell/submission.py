@@ -34,6 +34,7 @@ from drugcell.heldout import TEST_REQUIRED, check_condition, check_parseable, re
 from drugcell.outputs import manifest_path, std_path, submission_files
 from drugcell.persistence import check_model_dir, save_model
 from drugcell.prediction import calibrated
+from drugcell.progress import step
 from drugcell.provenance import fingerprint_files, provenance, sha256_file, strict_json
 
 __all__ = ["DEFAULT_OUT", "TEST_REQUIRED", "SubmissionResult", "check_outputs", "long_table", "make_submission",
@@ -162,6 +163,7 @@ def make_submission(
     t0 = time.perf_counter()
     out = Path(out)
     notes = [n for n in [check_outputs(out, save_model_dir, overwrite)] if n]
+    step(f"read and check the test compounds ({Path(test_compounds).name}) and audit them against training")
     test = read_test_compounds(test_compounds)
     condition = check_condition(test, test_compounds, es.info)
     parse = check_parseable(test, test_compounds)
@@ -178,13 +180,16 @@ def make_submission(
     timings["audit_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
+    step(f"fit {spec.name} ({spec.kind}) on {es.n_compounds:,} compounds x {es.n_genes:,} genes")
     model = fit_spec(es, spec, seed, metric=metric)
     timings["fit_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    step(f"predict {len(test_ids):,} test compounds")
     pred = calibrated(model.predict(test_smiles), calibrator)
     timings["predict_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
+    step(f"validate the {len(test_ids):,} x {len(genes):,} submission grid")
     values = pred.mean[:, cols] if not np.array_equal(cols, np.arange(pred.mean.shape[1])) else pred.mean
     table = long_table(test_ids, genes, values)
     try:
@@ -197,10 +202,12 @@ def make_submission(
                                  f"{len(test_ids) * len(genes)}; nothing written to {out}")
     timings["validate_s"] = time.perf_counter() - t3
     if save_model_dir is not None:  # only a model whose submission validated replaces an earlier one
+        step(f"save the model to {save_model_dir}")
         save_model(model, save_model_dir, train_info=es, name=spec.name, seed=seed, overwrite=overwrite,
                    calibrator=calibrator)
 
     t4 = time.perf_counter()
+    step(f"write {out}" + (" and its std sidecar" if write_std and pred.std is not None else ""))
     info = {k: float(v) for k, v in pred.info.items()}
     audit = report.to_dict()
     std_out = std_path(out) if (write_std and pred.std is not None) else None

@@ -21,7 +21,7 @@ MAX_LINES = 500
 LAYERS: list[tuple[str, ...]] = [
     ("contest_scorer",),
     ("drugcell", "drugcell.errors", "drugcell.defaults", "drugcell.registry", "drugcell.paths",
-     "drugcell.provenance", "drugcell.reporting", "drugcell.metrics", "drugcell.outputs"),
+     "drugcell.provenance", "drugcell.reporting", "drugcell.metrics", "drugcell.outputs", "drugcell.progress"),
     ("drugcell.chem",),
     ("drugcell.data",),
     ("drugcell.splits",),
@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("drugcell.evaluation.bootstrap", "drugcell.evaluation.summary", "drugcell.config", "drugcell.sweeps"),
     ("drugcell.evaluation", "drugcell.calibration", "drugcell.programs", "drugcell.report", "drugcell.tuning"),
     ("drugcell.persistence", "drugcell.fitting", "drugcell.prediction", "drugcell.submission",
-     "drugcell.demo", "drugcell.heldout"),
+     "drugcell.demo", "drugcell.heldout", "drugcell.scoring", "drugcell.api"),
     ("drugcell.commands",),
     ("drugcell.cli", "drugcell.__main__"),
 ]

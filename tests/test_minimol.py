@@ -184,9 +184,9 @@ def test_knn_minimol_state_round_trip(fresh, tmp_path):
 
 def test_the_minimol_config_loads():
     from drugcell.config import load_config
-    from drugcell.paths import repo_root
+    from drugcell.paths import config_path
 
-    path = repo_root() / "configs" / "minimol.toml"
+    path = config_path("minimol.toml")
     cfg = load_config(path)
     kinds = {p.name: (p.kind, p.params.get("embedding")) for p in cfg.predictors}
     assert kinds["knn_minimol"] == ("knn", "minimol") and kinds["ridge_minimol"] == ("ridge_emb", "minimol")

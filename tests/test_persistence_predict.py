@@ -289,13 +289,20 @@ def test_read_molecules(tmp_path):
 
 
 def test_bad_smiles_names_the_molecule(knn_model):
-    with pytest.raises(DrugcellInputError, match=r"'C1CC\(' .*could not be parsed|C1CC\("):
-        predict_molecules(knn_model, ["CCO", "C1CC("], ids=["ok", "broken"], source="in.csv")
-    try:
-        predict_molecules(knn_model, ["CCO", "C1CC("], ids=["ok", "broken"], source="in.csv")
-    except DrugcellInputError as exc:
-        msg = str(exc)
+    # strict: the whole input is refused, naming the bad molecule by id, SMILES and row
+    with pytest.raises(DrugcellInputError, match=r"C1CC\(") as exc:
+        predict_molecules(knn_model, ["CCO", "C1CC("], ids=["ok", "broken"], source="in.csv", strict=True)
+    msg = str(exc.value)
     assert "in.csv" in msg and "'broken'" in msg and "row 2" in msg and "'ok'" not in msg
+    # by default the good molecules are predicted and the bad ones listed
+    res = predict_molecules(knn_model, ["CCO", "C1CC(", "CCN"], ids=["ok", "broken", "ok2"], source="in.csv")
+    assert res.ids.tolist() == ["ok", "ok2"] and res.prediction.mean.shape[0] == 2
+    assert res.skipped == [{"row": 2, "id": "broken", "smiles": "C1CC(", "reason": res.skipped[0]["reason"]}]
+    line = res.skipped_message("in.csv")
+    assert "in.csv: 1 of 3" in line and "row 2 'broken' (SMILES 'C1CC(')" in line
+    # none parses: nothing to predict, an error even without strict
+    with pytest.raises(DrugcellInputError, match="none of them parses"):
+        predict_molecules(knn_model, ["C1CC(", "xx"], source="in.csv")
 
 
 def _run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -321,14 +328,18 @@ def test_cli_fit_predict_via_main(tmp_path, monkeypatch, capsys, cache):
     csv = tmp_path / "in.csv"
     csv.write_text("compound,smiles\nx1,CCO\nx2,not_a_smiles\n")
     code, _, err = _run_cli(monkeypatch, capsys, "predict", "--model", str(tmp_path / "m"),
-                            "--input", str(csv), "--out", str(tmp_path / "p.parquet"))
+                            "--input", str(csv), "--out", str(tmp_path / "p.parquet"), "--strict")
     assert code == 2 and "x2" in err and "not_a_smiles" in err
     assert not (tmp_path / "p.parquet").exists()
+    code, out, err = _run_cli(monkeypatch, capsys, "predict", "--model", str(tmp_path / "m"),
+                              "--input", str(csv), "--out", str(tmp_path / "p.parquet"))
+    assert code == 0 and "row 2 'x2' (SMILES 'not_a_smiles')" in err and "1 left out" in out
+    assert set(pd.read_parquet(tmp_path / "p.parquet")["compound"]) == {"x1"}
 
 
-def test_cli_bad_smiles_subprocess_exit_code_2(knn_model):
+def test_cli_bad_smiles_subprocess_exit_code_2_with_strict(knn_model):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "drugcell", "predict", "--model", str(knn_model),
+    proc = subprocess.run([sys.executable, "-m", "drugcell", "predict", "--model", str(knn_model), "--strict",
                            "--smiles", "CCO", "--smiles", "C1CC("], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 2, proc.stderr

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import contest_scorer as cs
-from drugcell.commands.score import score_files
+from drugcell.scoring import score_files
 
 PRED = "predicted_expression"
 

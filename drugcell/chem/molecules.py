@@ -109,7 +109,7 @@ def parse_smiles(smiles: Sequence[Any], *, inchikey: bool = True,
     :mod:`drugcell.chem.features`. ``inchikey=False`` skips InChIKeys (all "") when only
     structures are needed. ``progress``: a tqdm bar (default: only for >= 5,000 SMILES on a TTY).
     """
-    from tqdm.auto import tqdm
+    from drugcell.progress import bar as tqdm  # a bar on a terminal, plain lines in a log
 
     n = len(smiles)
     disable = (not progress) if progress is not None else (True if n < 5000 else None)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+
+from drugcell.config import SELECT_RULES, SPLITS
+from drugcell.metrics import available as metric_names
+from drugcell.paths import shipped_configs
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -26,13 +30,15 @@ def cv(
     data: Annotated[Path, typer.Option(help="ExpressionSet cache dir (written by `drugcell load`).")],
     out: Annotated[Path, typer.Option(help="Run dir to write (scores, folds, summary, bootstrap, manifest).")],
     config: Annotated[Optional[Path], typer.Option(
-        help="TOML run config (predictors, folds, split, metrics); default: the repo's configs/default.toml.")] = None,
+        help="TOML run config (predictors, folds, split, metrics), or the name of a shipped one "
+             f"({', '.join(shipped_configs())}); default: default.toml.")] = None,
     folds: Annotated[Optional[int], typer.Option(help="Override cv.folds (number of folds).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Override cv.split: scaffold or random.")] = None,
+    split: Annotated[Optional[Literal[SPLITS]], typer.Option(help="Override cv.split.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override cv.seed (folds, fits, bootstrap).")] = None,
     metrics: Annotated[Optional[str], typer.Option(
         "--metric", "--metrics",
-        help="Metrics to score: mejia, proxy, variance, a comma list (the first one picks the best), or all.")] = None,
+        help=f"Metrics to score: one of {', '.join(metric_names())}, a comma list (the first one picks the best), "
+             "or all.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Override cv.bootstrap_resamples (paired bootstrap).")] = None,
     predictors: Annotated[Optional[str], typer.Option(help="Run only these predictor names, comma-separated.")] = None,
     save_predictions: Annotated[Optional[bool], typer.Option(
@@ -42,19 +48,25 @@ def cv(
              "a folder holding weights.parquet.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Any config override as section.key=TOML value, e.g. --set cv.folds=3 (repeatable).")] = None,
-    select: Annotated[Optional[str], typer.Option(
+    select: Annotated[Optional[Literal[SELECT_RULES]], typer.Option(
         help="Model choice: 'simplest' (the simplest predictor no other beats significantly, Holm-corrected "
              "paired bootstrap; the default) or 'lowest' (lowest mean, the old rule).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier `drugcell cv` run in --out (it stays intact until the new run is "
         "complete).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    plugin: Annotated[Optional[list[str]], typer.Option(
+        "--plugin", help="Import this module first (repeatable; a .py file works too) so the predictor kinds it "
+                         "registers can be named in the config.")] = None,
 ) -> None:
     """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
     from drugcell.config import load_config, with_overrides
     from drugcell.data.expression_set import ExpressionSet
     from drugcell.evaluation.cv import run_cv
+    from drugcell.models.registry import load_plugins
     from drugcell.paths import config_path
+
+    load_plugins(plugin)
 
     cfg = with_overrides(
         load_config(config or config_path()), folds=folds, split=split, seed=seed, metrics=_metric_list(metrics),

@@ -15,7 +15,8 @@ def predict(
     smiles: Annotated[Optional[list[str]], typer.Option(
         "--smiles", help="A molecule's SMILES (repeat the option for several); its id is the SMILES.")] = None,
     input: Annotated[Optional[Path], typer.Option(
-        "--input", help="CSV with a `smiles` column and an optional id column (compound, id, name).")] = None,
+        "--input", help="CSV with a `smiles` column and an optional id column (compound, id, name). Rows whose "
+                        "SMILES RDKit cannot parse are left out and listed by row, id and SMILES (see --strict).")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Id column of --input (default: auto).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Write the long table compound, gene_id, predicted_expression[, predicted_std] here "
@@ -28,16 +29,28 @@ def predict(
     gene_symbols: Annotated[Optional[Path], typer.Option(
         help="CSV mapping gene ids to symbols for the printed table "
              "(gene_id/ensembl_id + gene_symbol/symbol).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse the whole input (exit code 2, nothing written) when any SMILES cannot be parsed, "
+                         "instead of predicting the others.")] = False,
+    plugin: Annotated[Optional[list[str]], typer.Option(
+        "--plugin", help="Import this module first (repeatable; a .py file works too): needed for a model of a "
+                         "predictor kind that a plugin registers.")] = None,
 ) -> None:
-    """Predict the log2(CPM+1) profile of new molecules; an unparseable SMILES exits with code 2."""
+    """Predict the log2(CPM+1) profile of new molecules. Molecules RDKit cannot parse are left out
+    and listed on stderr (row, id, SMILES); --strict makes them an error (exit code 2)."""
+    from drugcell.models.registry import load_plugins
     from drugcell.outputs import check_file_output
     from drugcell.prediction import predict_molecules, read_molecules, write_predictions
 
+    load_plugins(plugin)
     if out is not None:
         check_file_output(out, overwrite)  # before reading the model and predicting
     ids, smi = read_molecules(input, smiles, id_column)
-    res = predict_molecules(model, list(smi), list(ids), threshold=threshold,
-                            source=str(input) if input is not None else "--smiles")
+    source = str(input) if input is not None else "--smiles"
+    res = predict_molecules(model, list(smi), list(ids), threshold=threshold, source=source, strict=strict)
+    skipped = res.skipped_message(source)
+    if skipped:
+        typer.secho(f"warning: {skipped}", fg=typer.colors.YELLOW, err=True)
     messages = res.warnings()
     for msg in messages[:20]:
         typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
@@ -48,7 +61,8 @@ def predict(
         typer.echo(f"std scaled by the model's calibrator: {res.calibrator.describe()}")
     if out is not None:
         path = write_predictions(res, out, overwrite=overwrite)
-        typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}; wrote {path}")
+        left = f" ({len(res.skipped)} left out: unparseable SMILES, listed above)" if res.skipped else ""
+        typer.echo(f"{len(res.ids)} molecule(s) x {len(res.genes):,} genes from {res.model_name}{left}; wrote {path}")
         return
     symbols = None
     if gene_symbols is not None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+
+from drugcell.config import SELECT_RULES
+from drugcell.metrics import available as metric_names
+from drugcell.models.registry import builtin_kinds
 
 
 def submit(
@@ -18,12 +22,15 @@ def submit(
         help="Submission parquet to write; with <stem>.std.parquet and <out>.manifest.json it is written as one "
              "set (all three or none).")] = Path("submissions/predictions.parquet"),
     predictor: Annotated[Optional[str], typer.Option(
-        help="Predictor name in the config (or a registry kind with default params).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML config holding the predictor entry.")] = None,
+        help="Predictor name in the config, or a predictor kind with default parameters (built in: "
+             f"{', '.join(builtin_kinds())}; plugins add more).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML config holding the predictor entry, or a shipped config's name (default.toml, ...).")] = None,
     from_run: Annotated[Optional[Path], typer.Option(
         help="A `drugcell cv` run dir: take its config, and without --predictor the predictor it chose.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric under which --from-run's choice is read.")] = "mejia",
-    select: Annotated[Optional[str], typer.Option(
+    metric: Annotated[Literal[tuple(metric_names())], typer.Option(
+        help="Metric under which --from-run's choice is read.")] = "mejia",
+    select: Annotated[Optional[Literal[SELECT_RULES]], typer.Option(
         help="Override the run's choice rule: 'simplest' (the simplest predictor no other beats significantly, "
              "Holm-corrected) or 'lowest' (lowest mean, the old rule).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Fit seed (default: the config's cv.seed).")] = None,
@@ -43,13 +50,20 @@ def submit(
         help="Submit test compounds that share only the InChIKey first block with a training compound "
              "(stereoisomers, E/Z isomers); they are counted in the audit and the manifest. The same molecule "
              "(full InChIKey, canonical SMILES or id) is always refused.")] = False,
+    plugin: Annotated[Optional[list[str]], typer.Option(
+        "--plugin", help="Import this module first (repeatable; a .py file works too) so the predictor kinds it "
+                         "registers can be submitted.")] = None,
 ) -> None:
     """Refit on every training compound, audit against the test set, predict, validate, write."""
     from drugcell.calibration.calibrator import calibrator_for_run
     from drugcell.data.expression_set import ExpressionSet
     from drugcell.errors import DrugcellInputError
     from drugcell.fitting import resolve_predictor, run_config
+    from drugcell.models.registry import load_plugins
+    from drugcell.progress import step
     from drugcell.submission import check_outputs, make_submission
+
+    load_plugins(plugin)
 
     if select is not None and from_run is None:
         raise DrugcellInputError("--select applies to --from-run's choice; pass --from-run RUN_DIR (or drop --select)")
@@ -65,6 +79,7 @@ def submit(
     spec, cfg_seed = resolve_predictor(predictor, config=config, from_run=from_run, metric=metric)
     # predictors that select under a metric refit under the one their CV run used
     fit_metric = run_config(from_run).metrics[0] if from_run is not None else metric
+    step(f"load the training data from {data}")
     es = ExpressionSet.load(data)
     calibrator = calibrator_for_run(from_run, spec.name) if (from_run and calibrate_std) else None
     if calibrator is not None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+
+#: the simulator's size presets (``drugcell.data.simulate.PRESETS``; a test keeps the two equal), named
+#: here so that `--help` does not import the simulator
+PRESET_NAMES = ("tiny", "small", "full")
 
 
 def synth(
@@ -14,7 +18,7 @@ def synth(
         "--out", help="Folder to write (created if missing). Files of the same names are replaced only in an "
         "earlier `drugcell synth` output and only with --overwrite.",
     )],
-    preset: Annotated[Optional[str], typer.Option(
+    preset: Annotated[Optional[Literal[PRESET_NAMES]], typer.Option(
         "--preset",
         help="Size preset: tiny (150 compounds x 1,500 genes), small (1,500 x 8,000) or full "
              "(14,026 x 78,778, the real VCPI size). Explicit size options override it.",

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from drugcell import __version__
 from drugcell.data import vcpi
@@ -165,6 +164,9 @@ def load_to_cache(
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     es, summary = load_vcpi(counts, metadata, chemistry, gene_filter, options=options, progress=progress,
                             scratch_dir=out.resolve().parent)
+    from drugcell.progress import step
+
+    step(f"write the cache {out}")
     t = time.perf_counter()
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
@@ -325,8 +327,10 @@ def _plate_layout(src: _Counts, groups: _Groups, compounds: np.ndarray, n_genes:
     dmso = np.flatnonzero(groups.group == groups.n_lib + groups.controls.index(vcpi.DMSO))
     names = kept[vcpi.SAMPLE_COL].to_numpy()[dmso].astype(str)
     acc = ControlAccumulator(len(plate_ids), n_genes)
-    for lo in tqdm(range(0, len(names), batch_size), desc="DMSO per plate", unit="batch",
-                   disable=None if progress is None else not progress):
+    from drugcell.progress import bar as progress_bar
+
+    for lo in progress_bar(range(0, len(names), batch_size), desc="DMSO per plate", unit="batch",
+                           disable=None if progress is None else not progress):
         lib, sub, _ = src.read(list(names[lo:lo + batch_size]))
         ok = lib > 0
         log_expr = np.log2(np.asarray(sub[ok], dtype=np.float64) * (1e6 / lib[ok])[:, None] + 1.0)
@@ -337,6 +341,8 @@ def _plate_layout(src: _Counts, groups: _Groups, compounds: np.ndarray, n_genes:
 
 def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, scratch_dir):
     """:func:`load_vcpi` itself, as its recipe."""
+    from drugcell.progress import step
+
     t0 = time.perf_counter()
     opt = _checked_options(options)
     if opt.weights_path is not None:
@@ -344,14 +350,19 @@ def _load_vcpi(counts, metadata, chemistry, gene_filter, *, options, progress, s
     paths = {k: Path(v) for k, v in dict(counts=counts, metadata=metadata, chemistry=chemistry,
                                           gene_filter=gene_filter).items()}
     summary = LoadSummary()
+    step(f"read the metadata, chemistry and gene filter, and open the counts ({paths['counts'].name})")
     meta, chem, genes, src = _open_inputs(paths, summary)
     kept, kctrl = contest_samples(meta, src, opt.condition, summary, paths["metadata"])
     groups = _group_samples(kept, kctrl, paths["metadata"])
+    step(f"stream the counts of {len(kept):,} wells: log2(CPM+1) of {len(genes):,} scored genes per compound")
     stats = _stream(src, groups, len(genes), opt, summary, progress=progress, scratch_dir=scratch_dir)
     _check_replicates(stats, groups, summary, src.path)
+    step("Mejia weights" if opt.weights_path is None else "weights from the official file (read after assembly)")
     weights, ctrl_w = _weights(stats, groups, len(genes), opt, summary, progress)
     expr, weights, compounds, n_rep = _drop_empty_compounds(stats, groups, weights, summary)
+    step(f"structures of {len(compounds):,} compounds")
     smiles, inchikey = _structures(kept[groups.lib_mask], compounds, chem, summary, paths["chemistry"])
+    step("plate layout and per-plate DMSO profiles")
     plates = _plate_layout(src, groups, compounds, len(genes), opt.batch_size, progress)
     summary.n_compounds = len(compounds)
     summary.controls = {c: int(k) for c, k in zip(groups.controls, stats.n[groups.n_lib:])}

@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
 
 from contest_scorer.weights import GeneTotals, LibraryMode, mejia_weight_rows
 from drugcell.data.counts import _Counts
 from drugcell.data.memory import _release_map
 from drugcell.data.pass_plan import _Plan
+from drugcell.progress import bar as progress_bar
 
 #: which library size the weights' L uses: the scored genes (official build) or all genes
 WeightsLibrary = LibraryMode
@@ -342,8 +342,8 @@ def _run_pass(src: _Counts, plan: _Plan, stats: _Stats, library: WeightsLibrary,
     Arrow decode of batch i+1, the compute of batch i (itself on two threads, ``halves``)."""
     largest = max(b[1] - b[0] for b in plan.batches)
     work = _Work(largest, stats.total_u.shape[0], weights=stats.weights, library=library)
-    bar = tqdm(total=len(plan.names), desc="load counts", unit="sample",
-               disable=None if progress is None else not progress)
+    bar = progress_bar(total=len(plan.names), desc="load counts", unit="sample",
+                       disable=None if progress is None else not progress)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as decoder, \
             concurrent.futures.ThreadPoolExecutor(max_workers=2) as halves:
@@ -381,8 +381,8 @@ def _finish_weights(stats: _Stats, chunk: int = 512, progress: bool | None = Non
 
     starts = range(0, c, chunk)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for _ in tqdm(pool.map(rows, starts), total=len(starts), desc="Mejia weights", unit="chunk",
-                      disable=None if progress is None else not progress):
+        for _ in progress_bar(pool.map(rows, starts), total=len(starts), desc="Mejia weights", unit="chunk",
+                              disable=None if progress is None else not progress):
             pass
     del stats.var
     ctrl = mejia_weight_rows(stats.ctrl_mean_u, stats.ctrl_var, n_all[c:], totals)

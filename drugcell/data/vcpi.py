@@ -12,13 +12,16 @@ four positive controls appear in ``user_compound_id`` with varying spellings ("S
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+from contest_scorer.columns import GENE_COL as CONTEST_GENE_COL
 
-from contest_scorer.metrics import GENE_COL as CONTEST_GENE_COL
+if TYPE_CHECKING:  # numpy and pandas are imported where used: the CLI reads the constants at start-up
+    import numpy as np
+    import pandas as pd
 
 # ---- file names a contest user holds ---------------------------------------------------------
 COUNTS_FILE = "train_counts.parquet"
@@ -142,13 +145,15 @@ for _canon, _spellings in POSITIVE_CONTROLS.items():
 
 def control_id(name: object) -> str | None:
     """The canonical control id for a ``user_compound_id`` spelling, or None for a library id."""
-    if name is None or (isinstance(name, float) and np.isnan(name)):
+    if name is None or (isinstance(name, float) and math.isnan(name)):
         return None
     return _ALIASES.get(normalise_name(name))
 
 
 def control_ids_of(values: pd.Series) -> pd.Series:
     """Vectorised :func:`control_id` (None where the value is a library compound)."""
+    import pandas as pd
+
     uniq = pd.unique(values.astype(str))
     mapping = {u: control_id(u) for u in uniq}
     return values.astype(str).map(mapping)
@@ -156,6 +161,8 @@ def control_ids_of(values: pd.Series) -> pd.Series:
 
 def concentration_nm(values: pd.Series, units: pd.Series | None) -> pd.Series:
     """Concentrations in nM (unit column absent -> already nM; unknown unit -> NaN)."""
+    import pandas as pd
+
     conc = pd.to_numeric(values, errors="coerce").astype(float)
     if units is None:
         return conc
@@ -184,6 +191,9 @@ class ConditionFilter:
 
     def reasons(self, metadata: pd.DataFrame, is_dmso: pd.Series) -> dict[str, np.ndarray]:
         """Boolean masks of the rows each criterion rejects (a row may fail several)."""
+        import numpy as np
+        import pandas as pd
+
         out: dict[str, np.ndarray] = {}
         if self.cell_line is not None:
             ok = _norm_label(metadata[CELL_LINE_COL]) == _norm_label(pd.Series([self.cell_line]))[0]
@@ -200,6 +210,8 @@ class ConditionFilter:
 
     def mask(self, metadata: pd.DataFrame, is_dmso: pd.Series) -> np.ndarray:
         """True for the rows in the contest condition."""
+        import numpy as np
+
         keep = np.ones(len(metadata), dtype=bool)
         for rejected in self.reasons(metadata, is_dmso).values():
             keep &= ~rejected

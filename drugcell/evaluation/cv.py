@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from drugcell.config import RunConfig
 from drugcell.defaults import COMPOUND_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
+from drugcell.progress import bar as progress_bar
+from drugcell.progress import step
 from drugcell.provenance import atomic_path, provenance, write_json, write_text
 
 SCORE_COLUMNS = ["predictor", "fold", COMPOUND_COL, "metric", "wmse"]
@@ -137,16 +138,24 @@ def _uncertainty_sample(pred, truth, n_max: int, rng: np.random.Generator):
 
 # ----------------------------------------------------------------------------- the runner
 class _Stages:
-    """Wall seconds per stage (written to the manifest), to see where a run spends its time."""
+    """Wall seconds per stage (written to the manifest), to see where a run spends its time; the
+    stages outside the fits' progress bar are announced as steps (:func:`drugcell.progress.step`)."""
+
+    #: the step that starts when a stage ends
+    NEXT = {"write_scores": "paired bootstrap and model choice",
+            "summary_bootstrap": "leaderboard estimate", "leaderboard_estimate": "write summary.md and the manifest"}
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.t = time.perf_counter()
+        step("folds and leak audit")
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
         self.t = now
+        if name in self.NEXT:
+            step(self.NEXT[name])
 
 
 class _Recorder:
@@ -239,7 +248,7 @@ def _run_folds(es, config: RunConfig, fold_of: np.ndarray, rec: _Recorder, stage
     """Fit every predictor on every training fold; score and record its held-out predictions."""
     smiles = np.asarray(es.smiles).astype(str)
     fold_ids = np.unique(fold_of)
-    bar = tqdm(total=len(fold_ids) * len(config.predictors), desc="cv", unit="fit", disable=not progress)
+    bar = progress_bar(total=len(fold_ids) * len(config.predictors), desc="cv", unit="fit", disable=not progress)
     for k in fold_ids:
         test_idx = np.flatnonzero(fold_of == k)
         train = es.subset(np.flatnonzero(fold_of != k))

@@ -60,6 +60,13 @@ class Predictor(ABC):
     state_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = self._merged(dict(self.defaults), params)
+        self.genes: np.ndarray | None = None
+        self.value_scale: str = LOG2CPM  # the training set's; only log2cpm predictions are clipped at 0
+        self._validate()
+
+    def _merged(self, base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """``base`` updated by ``params``: unknown names and values that are not JSON refused."""
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             accepted = ", ".join(sorted(self.defaults)) or "(none)"
@@ -67,18 +74,13 @@ class Predictor(ABC):
                 f"predictor kind {self.kind!r}: unknown parameter(s) {', '.join(unknown)}; "
                 f"accepted parameters: {accepted}. Fix the predictor entry in the config."
             )
-        merged = {**self.defaults, **params}
         try:  # params must survive a JSON round trip so a saved model can be rebuilt exactly
-            merged = json.loads(json.dumps(merged))
+            return json.loads(json.dumps({**base, **params}))
         except (TypeError, ValueError) as exc:
             raise DrugcellInputError(
                 f"predictor kind {self.kind!r}: parameters must be JSON values "
                 f"(numbers, strings, booleans, lists): {exc}"
             ) from None
-        self.params: dict[str, Any] = merged
-        self.genes: np.ndarray | None = None
-        self.value_scale: str = LOG2CPM  # the training set's; only log2cpm predictions are clipped at 0
-        self._validate()
 
     # ----------------------------------------------------------------- subclass hooks
     def _validate(self) -> None:
@@ -134,6 +136,27 @@ class Predictor(ABC):
             raise RuntimeError(f"predictor {self.kind!r} returned std shape {std.shape}, expected {expected}")
         info = {"n_compounds": float(len(smiles)), **dict(pred.info), "n_clipped": float(n_clipped)}
         return Prediction(mean=mean, std=std, info=info)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn style; a copy, JSON values)."""
+        return self.get_config()
+
+    def set_params(self, **params: Any) -> Predictor:
+        """Change parameters (scikit-learn style), checked as the constructor checks them; on a bad
+        value nothing changes. A change makes a fitted predictor unfitted: fit it again."""
+        before = dict(self.__dict__)  # _validate may set derived attributes (blend's candidates)
+        merged = self._merged(self.params, params)
+        if merged == self.params:
+            return self
+        self.params = merged
+        try:
+            self._validate()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        self.genes = None
+        return self
 
     def get_config(self) -> dict[str, Any]:
         """The params (JSON-able); ``type(p)(**p.get_config())`` rebuilds an unfitted twin."""

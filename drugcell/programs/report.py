@@ -16,6 +16,7 @@ from drugcell.errors import DrugcellInputError
 from drugcell.programs import annotate
 from drugcell.programs.factorise import GenePrograms, gene_programs, not_converged_message
 from drugcell.programs.inputs import load_program_input
+from drugcell.progress import step
 from drugcell.provenance import atomic_path, fingerprint_arrays, provenance, write_json, write_text
 from drugcell.reporting import fmt_number, md_table
 
@@ -178,6 +179,7 @@ def write_programs(progs: GenePrograms, out: str | Path, *, top: int = 20, sourc
     out = Path(out)
     extra = dict(extra or {})
     prepare_out_dir(out, overwrite)
+    step(f"write the tables, programs.md and the heatmap into {out}")
     genes = progs.genes_table(top)
     comps = progs.compounds_table(top)
     files = {k: out / name for k, name in FILES.items()}
@@ -215,9 +217,13 @@ def run_programs(
     if top < 1:
         raise DrugcellInputError(f"--top must be at least 1, got {top}")
     check_out_dir(Path(out), overwrite)  # refuse before the work, not after it
+    step("load the " + ("held-out predictions" if predictions is not None else "measured profiles"))
     inp = load_program_input(data, predictions)
+    step(f"name {len(inp.genes):,} genes and {len(inp.compounds):,} compounds")
     sym = annotate.gene_symbols(inp.genes, gene_symbols, builtin=builtin_symbols)
     names = annotate.compound_names(inp.compounds, compound_names, cache_inputs=inp.cache_inputs)
+    step(f"signed NMF, rank {rank}, of the {len(inp.compounds):,} x {len(inp.genes):,} residual (up to {max_iter} "
+         "iterations)")
     progs = gene_programs(inp.X, inp.compounds, inp.genes, rank=rank, seed=seed,
                           symbols=np.where(sym.values == "", inp.genes, sym.values), smiles=inp.smiles,
                           names=names.values, max_iter=max_iter, tol=tol, warn=False)

@@ -34,9 +34,9 @@ def _progress(progress: bool | Callable[[int], None], total: int) -> tuple[Calla
     """(tick, close): a tqdm bar for ``progress=True``, the caller's callback, or nothing."""
     bar = None
     if progress is True:
-        from tqdm import tqdm
+        from drugcell.progress import bar as progress_bar
 
-        bar = tqdm(total=total, desc="synth gene batches", unit="batch")
+        bar = progress_bar(total=total, desc="synth gene batches", unit="batch")
 
     def tick() -> None:
         if bar is not None:
