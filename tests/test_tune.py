@@ -313,3 +313,27 @@ def _check_a_failing_trial_stops_the_search(tiny_es):
     rows = np.arange(es.n_compounds)
     with pytest.raises(DrugcellInputError, match="a tuning trial failed: blend: inner folds .* cannot make 4"):
         run_search(ray.put(es), spec, rows, rows % 2, trials=2, seed=0, workers=1, log=lambda line: None)
+
+
+def test_tune_plugin_option_is_imported_first_and_named_when_it_fails(tmp_path):
+    """`tune --plugin` imports the module before anything else (and passes it to every Ray worker);
+    a module that cannot be imported is named, exit code 2, before the data or Ray are touched."""
+
+    space = tmp_path / "space.toml"
+    space.write_text('[tune]\nkind = "knn"\n[space]\nk = {int = [2, 5]}\n')
+    res = subprocess.run([sys.executable, "-m", "drugcell", "tune", "--data", str(tmp_path / "nothing"),
+                          "--space", str(space), "--out", str(tmp_path / "t"), "--plugin", "no_such_team_module"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert "--plugin no_such_team_module: cannot import it" in res.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_trial_context_carries_the_plugins_to_the_workers():
+    import pickle
+
+    from drugcell.tuning.search import TrialContext
+
+    ctx = TrialContext(kind="knn", fixed={}, dims=(), rows=np.arange(3), inner=np.zeros(3, dtype=int),
+                       metric="mejia", seed=0, plugins=("team.predictors",))
+    assert pickle.loads(pickle.dumps(ctx)).plugins == ("team.predictors",)

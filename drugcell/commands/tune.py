@@ -27,25 +27,31 @@ def tune(
         "--early-stop/--no-early-stop", help="ASHA: stop trials that trail after 1, 2, ... inner folds.")] = True,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier `drugcell tune` run in --out (the whole folder).")] = False,
+    plugin: Annotated[Optional[list[str]], typer.Option(
+        "--plugin", help="Import this module first (repeatable; a .py file works too) so the predictor kinds it "
+                         "registers can be tuned; each Ray worker imports it too.")] = None,
 ) -> None:
     """Search one predictor's parameters by inner scaffold CV inside each outer fold (nested CV), and write
     the nested outer score, the best parameters per fold, every trial, and tuned.toml (parameters from a
     final search on all compounds) that `cv`, `fit` and `submit --config ... --predictor NAME` accept.
     Needs the optional extra: pip install -e .[ray]."""
     from drugcell.data.expression_set import ExpressionSet
+    from drugcell.models.registry import load_plugins
     from drugcell.tuning.nested import run_tune
     from drugcell.tuning.outputs import check_tune_dir
     from drugcell.tuning.search import require_ray
     from drugcell.tuning.space import load_space
 
     require_ray()
+    plugins = tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in (plugin or ()))
+    load_plugins(list(plugins))
     spec = load_space(space).with_overrides(trials=trials, inner_folds=inner_folds, seed=seed, folds=folds)
     check_tune_dir(out, overwrite)  # refuse before loading the data and the search
     es = ExpressionSet.load(data)
     typer.echo(f"tune {spec.name} ({spec.kind}): {spec.run.folds} outer {spec.run.split} folds x "
                f"{spec.trials} trials x {spec.inner_folds} inner folds + a final search on all "
                f"{es.n_compounds:,} compounds, under {spec.metric}, {workers} worker(s)")
-    res = run_tune(es, spec, out, workers=workers, early_stop=early_stop, overwrite=overwrite,
+    res = run_tune(es, spec, out, workers=workers, early_stop=early_stop, overwrite=overwrite, plugins=plugins,
                    log=lambda line: typer.echo(line, err=True))
     n = res.nested
     typer.echo(f"nested {n['metric']} (outer folds): {n['outer_mean']:.4f} +- {n['outer_sd']:.4f} "

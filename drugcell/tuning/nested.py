@@ -81,8 +81,10 @@ def _nested_summary(spec: TuneSpec, best: pd.DataFrame, pooled: float, final: di
 
 
 def run_tune(es, spec: TuneSpec, out_dir: str | Path, *, workers: int = 1, early_stop: bool = True,
-             overwrite: bool = False, log: Callable[[str], None] = print) -> TuneResult:
-    """Nested CV of the search ``spec`` on ``es``; writes the run folder (:mod:`.outputs`)."""
+             overwrite: bool = False, log: Callable[[str], None] = print,
+             plugins: tuple[str, ...] = ()) -> TuneResult:
+    """Nested CV of the search ``spec`` on ``es``; writes the run folder (:mod:`.outputs`). ``plugins``
+    (`--plugin` modules, already imported here) are imported again in every Ray worker."""
     out = Path(out_dir)
     require_ray()
     check_tune_dir(out, overwrite)
@@ -101,7 +103,7 @@ def run_tune(es, spec: TuneSpec, out_dir: str | Path, *, workers: int = 1, early
         if inner.warning:
             notes.append(f"{label}: {inner.warning}")
         res = run_search(es_ref, spec, rows_idx, np.asarray(inner.folds), trials=spec.trials, seed=cfg.seed + k,
-                         workers=workers, early_stop=early_stop, label=label, log=log)
+                         workers=workers, early_stop=early_stop, label=label, log=log, plugins=plugins)
         trial_tables.append(res.trials.assign(fold=np.int32(fold)))
         return res
 

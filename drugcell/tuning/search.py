@@ -93,6 +93,7 @@ class TrialContext:
     inner: np.ndarray         # inner fold id of each of ``rows``
     metric: str
     seed: int
+    plugins: tuple[str, ...] = ()  # `--plugin` modules, imported again in each Ray worker
 
     def params(self, sampled: dict[str, Any]) -> dict[str, Any]:
         dims = {d.param: d for d in self.dims}
@@ -105,6 +106,10 @@ def _trial(config: dict[str, Any], es=None, ctx: TrialContext | None = None) -> 
 
     from drugcell.tuning.scoring import fold_scores
 
+    if ctx.plugins:
+        from drugcell.models.registry import load_plugins
+
+        load_plugins(list(ctx.plugins))
     params = ctx.params(config)
     total, count = 0.0, 0
     for j in range(int(ctx.inner.max()) + 1):
@@ -184,8 +189,8 @@ def _raise_trial_errors(results) -> None:
 
 
 def run_search(es_ref, spec: TuneSpec, rows: np.ndarray, inner: np.ndarray, *, trials: int, seed: int,
-               workers: int, early_stop: bool = True, label: str = "", log: Callable[[str], None] = print
-               ) -> SearchResult:
+               workers: int, early_stop: bool = True, label: str = "", log: Callable[[str], None] = print,
+               plugins: tuple[str, ...] = ()) -> SearchResult:
     """Search ``spec``'s space on the compounds ``rows`` (inner fold ids ``inner``); the
     ExpressionSet is ``es_ref``, already in Ray's object store (put once per run)."""
     import optuna
@@ -202,7 +207,8 @@ def run_search(es_ref, spec: TuneSpec, rows: np.ndarray, inner: np.ndarray, *, t
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run, not just this search
     n_inner = int(inner.max()) + 1
     ctx = TrialContext(kind=spec.kind, fixed=dict(spec.fixed), dims=spec.dims, rows=np.asarray(rows),
-                       inner=np.asarray(inner), metric=spec.metric, seed=spec.run.seed)
+                       inner=np.asarray(inner), metric=spec.metric, seed=spec.run.seed,
+                       plugins=tuple(plugins))
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=n_inner, grace_period=1, reduction_factor=2)
                  if early_stop else FIFOScheduler())
     progress = _callback(spec.dims, n_inner, spec.metric, label, trials, log)
