@@ -3,6 +3,8 @@ test per fix; each failed on main before its fix)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
@@ -36,3 +38,68 @@ def test_weights_export_to_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DrugcellInputError, match="is a folder"):
         small_es().write_weights_parquet(folder, overwrite=True)
     assert (folder / "keep.txt").read_text() == "x"
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    """Run drugcell's real entry point (exit codes and the error line as a user sees them)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "drugcell", *args], capture_output=True, text=True,
+                         env={**os.environ, "DRUGCELL_PROGRESS": "0"})
+    return res.returncode, res.stderr
+
+
+def test_a_symlinked_out_is_refused_and_its_target_left_alone(tmp_path):
+    """Main: `cv --out LINK --overwrite` (LINK -> an earlier run) emptied the earlier run and died with a
+    traceback; fit/load replaced the link by a folder and died; submit/predict replaced the link."""
+    from drugcell.evaluation.run_dir import check_run_dir
+    from drugcell.outputs import check_file_output
+    from drugcell.persistence import check_model_dir
+    from drugcell.submission import check_outputs
+
+    target = tmp_path / "real"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for check in (lambda: check_run_dir(link, True), lambda: check_model_dir(link, True),
+                  lambda: small_es().save(link, overwrite=True), lambda: check_file_output(link, True),
+                  lambda: check_outputs(link, None, True)):
+        with pytest.raises(DrugcellInputError, match=r"is a symbolic link \(to .*real\)"):
+            check()
+    assert link.is_symlink() and (target / "keep.txt").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "weights"])
+def test_an_out_below_a_file_is_refused_before_the_work(tmp_path, command):
+    """Main raised FileExistsError (exit 1) after fitting or predicting."""
+    cache = tmp_path / "cache"
+    small_es().save(cache)
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    args = {"fit": ["fit", "--data", str(cache), "--predictor", "mean", "--out", str(blocker / "m")],
+            "predict": ["predict", "--model", str(tmp_path / "no_model"), "--smiles", "CCO", "--out",
+                        str(blocker / "p.csv")],
+            "weights": ["weights", "export", "--data", str(cache), "--out", str(blocker / "w.parquet")]}[command]
+    code, err = _cli(args)
+    assert code == 2 and f"{blocker} is a file, so no folder can be made below it" in err, err
+    assert blocker.read_text() == "mine"
+
+
+def test_cli_names_a_file_system_refusal_instead_of_a_traceback(monkeypatch, capsys):
+    """A full disk or a read-only mount found mid-write (after the up-front checks) exits 2 with the
+    file named; main printed a traceback (exit 1)."""
+    import errno
+
+    from drugcell import cli
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/.scores.parquet.tmp")
+
+    monkeypatch.setattr(cli, "app", full)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "No space left on device (/data/run/.scores.parquet.tmp)" in capsys.readouterr().err
