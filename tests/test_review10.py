@@ -103,3 +103,43 @@ def test_cli_names_a_file_system_refusal_instead_of_a_traceback(monkeypatch, cap
         cli.main()
     assert exit_info.value.code == 2
     assert "No space left on device (/data/run/.scores.parquet.tmp)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    from drugcell.models import make_predictor
+    from drugcell.persistence import save_model
+
+    es = small_es()
+    return save_model(make_predictor("mean").fit(es), tmp_path / "model", train_info=es)
+
+
+@pytest.mark.parametrize("name", ["training.npz", "training.parquet"])
+def test_a_damaged_training_file_of_a_saved_model_is_named(saved_model, name):
+    """Main checked only arrays.npz: a truncated training.parquet gave a raw ArrowInvalid traceback, a
+    training.npz of another model loaded silently."""
+    from drugcell.persistence import SavedModel
+
+    path = saved_model / name
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(DrugcellInputError, match=f"{path}: checksum differs from model.json"):
+        SavedModel.load(saved_model)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: {"format": m["format"]}, r"field\(s\) kind, config, genes missing"),
+    (lambda m: {**m, "config": []}, r"field\(s\) config missing or of the wrong type"),
+    (lambda m: {**m, "format_version": "two"}, r"field\(s\) format_version missing"),
+    (lambda m: {k: v for k, v in m.items() if k != "training"}, r"training entry cannot be read \(KeyError"),
+    (lambda m: {**m, "config": {"no_such_param": 1}}, r"model\.json: .*no_such_param"),
+])
+def test_an_edited_model_json_is_a_clear_error(saved_model, edit, match):
+    """Main: KeyError / TypeError / ValueError tracebacks (exit 1) for these model.json files."""
+    import json
+
+    from drugcell.persistence import SavedModel
+
+    meta = json.loads((saved_model / "model.json").read_text())
+    (saved_model / "model.json").write_text(json.dumps(edit(meta)))
+    with pytest.raises(DrugcellInputError, match=match):
+        SavedModel.load(saved_model)
