@@ -143,3 +143,18 @@ def test_an_edited_model_json_is_a_clear_error(saved_model, edit, match):
     (saved_model / "model.json").write_text(json.dumps(edit(meta)))
     with pytest.raises(DrugcellInputError, match=match):
         SavedModel.load(saved_model)
+
+
+@pytest.mark.parametrize("col", ["compound", "sequenced_id"])
+def test_counts_to_expression_refuses_metadata_without_ids(col):
+    """Main turned a missing compound into a compound named 'None' (or a sample named 'nan') silently."""
+    import pandas as pd
+
+    import contest_scorer as cs
+
+    counts = pd.DataFrame({"gene_id": ["g1", "g2"], "s1": [1, 2], "s2": [3, 4]})
+    meta = pd.DataFrame({"sequenced_id": ["s1", "s2"], "compound": ["a", "b"]})
+    meta.loc[1, col] = None
+    with pytest.raises(cs.ScoringError, match=rf"metadata has 1 row\(s\) without a {col} \(rows 1"):
+        cs.counts_to_expression(counts, meta)
+
