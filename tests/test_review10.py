@@ -158,3 +158,14 @@ def test_counts_to_expression_refuses_metadata_without_ids(col):
     with pytest.raises(cs.ScoringError, match=rf"metadata has 1 row\(s\) without a {col} \(rows 1"):
         cs.counts_to_expression(counts, meta)
 
+
+def test_submit_id_collision_says_what_to_fix_not_to_build_folds():
+    """A test compound whose id is a training id of another molecule: main's refusal advised
+    `make_folds` (a CV remedy) to someone submitting a fixed test set."""
+    from drugcell.splits.audit import LeakError, audit_split
+
+    with pytest.raises(LeakError) as info:
+        audit_split(["CCO", "c1ccccc1"], ["CCN"], ["7", "8"], ["7"], name="training set vs test.csv",
+                    stereo_flag="--allow-stereo-overlap")
+    msg = str(info.value)
+    assert "share the same compound id" in msg and "make_folds" not in msg and "wrong id" in msg
