@@ -53,6 +53,12 @@ def _wide_counts(
     if counts_df[gene_col].duplicated().any():
         dup = counts_df.loc[counts_df[gene_col].duplicated(), gene_col].unique()
         raise ScoringError(f"counts has duplicate {gene_col} rows: {show_ids(dup)}")
+    for col in (sample_col, compound_col):
+        empty = meta[col].isna() | (meta[col].astype(str).str.strip() == "")
+        if empty.any():
+            rows = [int(i) for i in np.flatnonzero(empty.to_numpy())]
+            raise ScoringError(f"metadata has {len(rows)} row(s) without a {col} (rows {show_ids(rows)}, 0-based); "
+                               f"every sample needs its {sample_col} and {compound_col}")
     sample_ids = meta[sample_col].astype(str)
     if sample_ids.duplicated().any():
         raise ScoringError(

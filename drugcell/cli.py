@@ -11,6 +11,7 @@ here only once those modules are loaded (:func:`_known_error`).
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 from collections.abc import Callable
@@ -139,7 +140,13 @@ def _known_error(exc: BaseException) -> str | None:
     prov = sys.modules.get("drugcell.provenance")
     if prov is not None and isinstance(exc, prov.Terminated):
         return "terminated"
+    if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
+        return "system"
     return None
+
+
+#: file-system refusals the user can act on (no permission, read-only, disk or quota full): named, not a traceback
+_SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -175,6 +182,11 @@ def main() -> None:
         kind = _known_error(exc)
         if kind == "input":
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        if kind == "system":
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.secho(f"error: {exc.strerror}{where}; free some space, or choose a location you may write to",
+                        fg=typer.colors.RED, err=True)
             sys.exit(2)
         if kind == "terminated":
             typer.secho(f"stopped: {exc}; no half-written file was left (its temporary files were removed)",

@@ -62,8 +62,34 @@ def kill_point(name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- overwrite rules
+def check_out_location(path: str | os.PathLike[str], what: str = "--out") -> None:
+    """Refuse, before any work, an output path that cannot be written the way drugcell writes: a
+    symbolic link (the output is built beside ``path`` and renamed into place, which would replace
+    the link, not write into its target), a path below a file, or below a folder this process may
+    not write into (permission, read-only file system).
+
+    The nearest existing folder above ``path`` is where the output (or its temporary sibling) is
+    created, so it is the one checked; ``path`` itself, when it exists, is checked by the caller's
+    own rules (an earlier cache, a run folder, ...)."""
+    p = Path(path)
+    if p.is_symlink():
+        raise DrugcellInputError(f"{what} {path} is a symbolic link (to {os.readlink(p)}); drugcell writes beside it "
+                                 "and renames into place, which would replace the link: pass the real path "
+                                 f"({p.resolve()}) or remove the link")
+    anc = p.absolute().parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DrugcellInputError(f"{what} {path}: {anc} is a file, so no folder can be made below it; choose "
+                                 f"another {what}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise DrugcellInputError(f"{what} {path}: cannot write into {anc} (permission denied or a read-only file "
+                                 f"system); choose another {what}")
+
+
 def check_file_output(path: str | os.PathLike[str], overwrite: bool, what: str = "--out") -> Path:
     """A file output: refuse a folder there, and an existing file without ``overwrite``."""
+    check_out_location(path, what)
     path = Path(path)
     if path.is_dir():
         raise DrugcellInputError(f"{what} {path} is a folder; pass a file name")
@@ -76,6 +102,7 @@ def check_folder_output(path: str | os.PathLike[str], overwrite: bool, *, what: 
                         is_ours: Callable[[Path], bool]) -> bool:
     """A folder output: new or empty is fine; an earlier ``kind`` (``is_ours``) is replaced only with
     ``overwrite`` (returns True then); a file or any other non-empty folder never is."""
+    check_out_location(path, what)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DrugcellInputError(f"{what} {path} is a file; choose a folder for the {kind}")

@@ -3,7 +3,8 @@
 A model dir holds plain data only, so loading never executes stored code (no pickle anywhere)::
 
     model.json        kind, name, config (constructor params), genes, package version, training
-                      data fingerprint, array listing + sha256 of arrays.npz, provenance
+                      data fingerprint, array listing + sha256 of arrays.npz (and of the
+                      training files), provenance
     arrays.npz        Predictor.get_state() (np.savez; read back with allow_pickle=False)
     training.npz      the training compounds' packed Morgan bits (radius 2, 2048 bits), parse
                       mask and mean profile: for the far-from-training warning and the
@@ -41,6 +42,10 @@ FORMAT = "drugcell.model"
 #: 2 adds the optional calibrator.json (version 1 folders still load: they have none).
 FORMAT_VERSION = 2
 CALIBRATOR_FILE = "calibrator.json"
+#: what a model remembers of its training compounds (checksums in model.json's ``files_sha256``)
+TRAINING_FILES = ("training.npz", "training.parquet")
+#: model.json fields every reader relies on, with their JSON types
+_META_FIELDS = {"kind": str, "config": dict, "genes": list}
 FP_RADIUS = MORGAN_RADIUS
 FP_BITS = MORGAN_BITS
 
@@ -157,6 +162,7 @@ def save_model(predictor: Predictor, model_dir: str | Path, *, train_info, name:
             },
             "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in state.items()},
             "arrays_sha256": sha256_file(tmp / "arrays.npz"),
+            "files_sha256": {f: sha256_file(tmp / f) for f in TRAINING_FILES},
             "calibrator": None if calibrator is None else {
                 "file": CALIBRATOR_FILE, "sha256": sha256_file(tmp / CALIBRATOR_FILE), "scale": calibrator.scale},
             "provenance": provenance(command="drugcell fit", seed=seed, data_fingerprint=info.data_fingerprint,
@@ -176,7 +182,14 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     meta = read_json_object(path, what="drugcell model file", fix="refit the model")
     if meta.get("format") != FORMAT:
         raise DrugcellInputError(f"{path}: not a drugcell model file (format {meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    bad = [k for k, t in _META_FIELDS.items() if not isinstance(meta.get(k), t)]
+    if not isinstance(version, int) or isinstance(version, bool):
+        bad.insert(0, "format_version")
+    if bad:
+        raise DrugcellInputError(f"{path}: field(s) {', '.join(bad)} missing or of the wrong type; model.json is "
+                                 "damaged or was edited: refit the model")
+    if version > FORMAT_VERSION:
         raise DrugcellInputError(
             f"{path}: model format version {meta.get('format_version')} is newer than this drugcell "
             f"({FORMAT_VERSION}); upgrade drugcell or refit")
@@ -197,7 +210,10 @@ def load_model(model_dir: str | Path) -> Predictor:
     if meta.get("drugcell_version") != __version__:
         warnings.warn(f"{root}: saved by drugcell {meta.get('drugcell_version')}, loading with {__version__}",
                       stacklevel=2)
-    predictor = make_predictor(meta["kind"], **meta.get("config", {}))
+    try:
+        predictor = make_predictor(meta["kind"], **meta["config"])
+    except DrugcellInputError as exc:
+        raise DrugcellInputError(f"{root / 'model.json'}: {exc}") from None
     try:
         with np.load(arrays_path, allow_pickle=False) as z:
             state = {k: z[k] for k in z.files}
@@ -244,14 +260,22 @@ class SavedModel:
         root = Path(model_dir)
         predictor = load_model(root)
         meta = read_model_meta(root)
-        for f in ("training.npz", "training.parquet"):
+        recorded = meta.get("files_sha256") or {}
+        for f in TRAINING_FILES:
             if not (root / f).is_file():
                 raise DrugcellInputError(f"{root}: {f} is missing; the model dir is incomplete, refit it")
-        with np.load(root / "training.npz", allow_pickle=False) as z:
-            n_bits = int(meta["training"]["fingerprint"]["n_bits"])
-            bits = np.unpackbits(z["bits_packed"], axis=1, count=n_bits)
-            parsed, mean_profile = z["parsed"].astype(bool), z["mean_profile"]
-        comps = pd.read_parquet(root / "training.parquet", columns=[COMPOUND_COL])[COMPOUND_COL].astype(str).to_numpy()
+            if recorded.get(f) and sha256_file(root / f) != recorded[f]:
+                raise DrugcellInputError(f"{root / f}: checksum differs from model.json; the file is corrupt, refit")
+        try:
+            with np.load(root / "training.npz", allow_pickle=False) as z:
+                n_bits = int(meta["training"]["fingerprint"]["n_bits"])
+                bits = np.unpackbits(z["bits_packed"], axis=1, count=n_bits)
+                parsed, mean_profile = z["parsed"].astype(bool), z["mean_profile"]
+            comps = pd.read_parquet(root / "training.parquet", columns=[COMPOUND_COL])[COMPOUND_COL]
+        except Exception as exc:  # numpy/pyarrow raise many types; a damaged model.json gives Key/Type errors
+            raise DrugcellInputError(f"{root}: its training files or model.json's training entry cannot be read "
+                                     f"({type(exc).__name__}: {exc}); the model dir is damaged, refit it") from None
+        comps = comps.astype(str).to_numpy()
         return cls(predictor=predictor, meta=meta, train_bits=bits, train_parsed=parsed,
                    train_compounds=comps, mean_profile=mean_profile, calibrator=read_calibrator(root, meta))
 

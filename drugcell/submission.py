@@ -31,7 +31,7 @@ from drugcell.defaults import COMPOUND_COL, GENE_COL, LOG2CPM
 from drugcell.errors import DrugcellInputError
 from drugcell.fitting import fit_spec
 from drugcell.heldout import TEST_REQUIRED, check_condition, check_parseable, read_test_compounds
-from drugcell.outputs import manifest_path, std_path, submission_files
+from drugcell.outputs import check_out_location, manifest_path, std_path, submission_files
 from drugcell.persistence import check_model_dir, save_model
 from drugcell.prediction import calibrated
 from drugcell.progress import step
@@ -66,6 +66,7 @@ def check_outputs(out: str | Path, save_model_dir: str | Path | None = None, ove
     returned), then refuse an existing set or model dir without ``overwrite`` and a model dir
     drugcell did not write even with it."""
     out = Path(out)
+    check_out_location(out)
     if out.is_dir():
         raise DrugcellInputError(f"--out {out} is a folder; pass the submission's file name (e.g. {out / 'predictions.parquet'})")
     files = submission_files(out)

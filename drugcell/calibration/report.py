@@ -26,7 +26,7 @@ from drugcell.calibration.grouping import (
 )
 from drugcell.calibration.stats import GAUSSIAN_COVERAGE, MAE_PER_STD
 from drugcell.errors import DrugcellInputError
-from drugcell.outputs import FileSet
+from drugcell.outputs import FileSet, check_out_location
 from drugcell.progress import step
 from drugcell.provenance import atomic_path, fingerprint_files, provenance, strict_json
 from drugcell.reporting import fmt_number, md_table
@@ -194,6 +194,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], *, n_bins: int = 10, overwrit
     ``overwrite`` (checked before the work).
     """
     run_dir = Path(run_dir)
+    check_out_location(run_dir / "calibration.md", "drugcell calibrate writes")
     outputs = calibration_files(run_dir)
     outputs.recover()
     outputs.check(overwrite, f"drugcell calibrate {run_dir}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from drugcell.defaults import LOG2CPM, VALUE_SCALES
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
 from drugcell.provenance import sha256_file
 
 #: what ``manifest.json`` says a cache is, and the newest layout this code reads and writes
@@ -108,6 +109,7 @@ def manifest_scale(root: Path, manifest: dict[str, Any], version: int) -> str:
 def check_replaceable(path: Path, overwrite: bool) -> None:
     """Refuse to write a cache over a file, over a folder drugcell did not write as a cache (a run,
     a model, the user's files: never, even with ``overwrite``), or over a cache without ``overwrite``."""
+    check_out_location(path)
     if not path.exists():
         return
     if not path.is_dir():

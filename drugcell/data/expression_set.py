@@ -59,6 +59,7 @@ from drugcell.data.set_checks import (
 )
 from drugcell.defaults import COMPOUND_COL, EXPRESSION_COL, GENE_COL, LOG2CPM, SMILES_COL, VALUE_SCALES
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_file_output
 from drugcell.provenance import atomic_dir, atomic_path, fingerprint_arrays, provenance, strict_json
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExpressionSet", "check_replaceable", "weights_file"]
@@ -310,9 +311,12 @@ class ExpressionSet:
         return es
 
     # ------------------------------------------------------------------ official weights file
-    def write_weights_parquet(self, path: str | os.PathLike[str], *, dtype: str = "float16") -> None:
+    def write_weights_parquet(self, path: str | os.PathLike[str], *, dtype: str = "float16",
+                              overwrite: bool = False) -> None:
         """The official ``weights.parquet`` layout: ``gene_id`` + one column per compound (controls too).
-        ``dtype`` must be a float type: Mejia weights are fractions, an integer type would store zeros."""
+        ``dtype`` must be a float type: Mejia weights are fractions, an integer type would store zeros.
+        An existing file at ``path`` is replaced only with ``overwrite``; a folder never is."""
+        check_file_output(path, overwrite)
         try:
             kind = np.dtype(dtype).kind
         except TypeError:

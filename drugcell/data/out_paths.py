@@ -15,26 +15,12 @@ from pathlib import Path
 
 from drugcell.data.readers import show_ids
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
+
+__all__ = ["SYNTH_COMMAND", "check_out_location", "check_synth_out"]
 
 #: the command that writes a folder's ``synth_manifest.json``
 SYNTH_COMMAND = "drugcell synth"
-
-
-def check_out_location(path: str | os.PathLike[str], what: str) -> None:
-    """Refuse an output path below a file, or below a folder this process may not write into.
-
-    The nearest existing folder above ``path`` is where the output (or its temporary sibling) is
-    created, so it is the one checked; ``path`` itself, when it exists, is checked by the caller's
-    own rules (an earlier cache, a run folder, ...)."""
-    p = Path(path).absolute()
-    anc = p.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise DrugcellInputError(f"{what} {path}: {anc} is a file, so no folder can be made below it; choose "
-                                 "another --out")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise DrugcellInputError(f"{what} {path}: cannot write into {anc} (permission denied); choose another --out")
 
 
 def check_synth_out(out: str | os.PathLike[str], names: Sequence[str], manifest_name: str, *,

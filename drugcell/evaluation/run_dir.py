@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
 from drugcell.provenance import exchange_paths as _exchange
 from drugcell.provenance import signals_deferred, terminate_raises
 
@@ -58,6 +59,7 @@ def check_run_dir(out: Path, overwrite: bool) -> bool:
     """Whether ``out`` holds an earlier run (to be replaced); raises when drugcell must not write
     there: a file, a non-empty folder that is not a `drugcell cv` run (even with ``overwrite``), or
     an earlier run without ``overwrite``."""
+    check_out_location(out)
     if out.exists() and not out.is_dir():
         raise DrugcellInputError(f"--out {out} is a file; choose a folder for the run")
     if out.exists() and any(out.iterdir()):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
 from drugcell.programs import annotate
 from drugcell.programs.factorise import GenePrograms, gene_programs, not_converged_message
 from drugcell.programs.inputs import load_program_input
@@ -147,6 +148,7 @@ def check_out_dir(out: Path, overwrite: bool) -> bool:
     """Whether ``out`` holds an earlier ``drugcell programs`` output to clear; raises when drugcell
     must not write there: a file, a non-empty folder that is not such output (even with
     ``overwrite``), or earlier output without ``overwrite``."""
+    check_out_location(out)
     if out.exists() and not out.is_dir():
         raise DrugcellInputError(f"--out {out} is a file; choose a folder for the programs")
     if not (out.exists() and any(out.iterdir())):

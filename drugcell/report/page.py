@@ -15,6 +15,7 @@ from pathlib import Path
 
 from drugcell import __version__
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
 from drugcell.provenance import write_text
 from drugcell.report.audit import audit_section
 from drugcell.report.calibration import calibration_section
@@ -102,6 +103,7 @@ def check_out(run_dir: Path, out: Path, overwrite: bool) -> None:
     """Refuse an --out drugcell must not write: a folder, an existing file without ``overwrite``, or a
     file of the run itself (anything in the run folder that is not an earlier report, even with
     ``overwrite``)."""
+    check_out_location(out)
     if out.is_dir():
         raise DrugcellInputError(f"--out {out} is a folder; give a file name such as {out / DEFAULT_NAME}")
     if not out.exists():

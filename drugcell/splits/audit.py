@@ -238,6 +238,10 @@ def _refuse(name: str, dups: list[dict], stereo_flag: str | None) -> None:
     fix = ("Remove the duplicates from one side, or build folds with drugcell.splits.folds.make_folds, which "
            "keeps identical molecules together")
     n_stereo = sum(d["stereo_only"] for d in dups)
+    if stereo_flag:  # a fixed test set (submit): folds are not the remedy
+        fix = ("Remove the training molecules from the test set (a model cannot be scored on compounds it was "
+               "fitted on); a pair that shares only the compound id names two different molecules: one of the "
+               "files has the wrong id, so fix it there")
     if stereo_flag and n_stereo == len(dups):
         fix = (f"These are stereoisomers (or E/Z isomers) of training compounds, not the same molecules: pass "
                f"{stereo_flag} to submit them (counted in the audit and the manifest)")

@@ -27,6 +27,7 @@ import pandas as pd
 
 from drugcell.config import config_from_dict
 from drugcell.errors import DrugcellInputError
+from drugcell.outputs import check_out_location
 from drugcell.provenance import atomic_dir, provenance, strict_json, write_json, write_text
 
 COMMAND = "drugcell tune"
@@ -36,6 +37,7 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 def check_tune_dir(out: Path, overwrite: bool) -> None:
     """Raise when drugcell must not write the run to ``out``: a file, a non-empty folder that is
     not a `drugcell tune` run (even with ``overwrite``), or an earlier run without ``overwrite``."""
+    check_out_location(out)
     if out.exists() and not out.is_dir():
         raise DrugcellInputError(f"--out {out} is a file; choose a folder for the tuning run")
     if out.exists() and any(out.iterdir()):
