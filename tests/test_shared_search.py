@@ -246,24 +246,27 @@ def test_blend_refits_are_the_runners_fits_and_predict_the_same():
 
 
 # ----------------------------------------------------------------- molecule keys
-def test_molecule_keys_are_parsed_once_and_equal_the_plain_definition(monkeypatch):
+def test_molecule_keys_are_parsed_once_for_folds_and_audit_and_equal_the_plain_definition(monkeypatch):
     from drugcell.chem import keys as keys_module
     from drugcell.chem import molecules
     from drugcell.chem.scaffolds import murcko_scaffold
+    from drugcell.splits.audit import audit_folds
     from drugcell.splits.folds import make_folds, molecule_keys
 
     keys_module.clear_keys()
     calls = []
     real = molecules.parse_smiles
-    monkeypatch.setattr(molecules, "parse_smiles", lambda s, **kw: calls.append(len(s)) or real(s, **kw))
+    monkeypatch.setattr(molecules, "parse_smiles",   # count the expensive parses: with InChI
+                        lambda s, **kw: (kw.get("inchikey", True) and calls.append(len(s))) or real(s, **kw))
     smiles = TRAIN + ["not a smiles", "", "C[C@H](N)c1ccccc1", "C[C@@H](N)c1ccccc1"]
     ident, scaf, ok = molecule_keys(smiles)
-    make_folds(smiles, "scaffold", 3, 0)
+    folds = make_folds(smiles, "scaffold", 3, 0).folds
     molecule_keys(smiles[::-1])
+    audit_folds(smiles, [f"id{i}" for i in range(len(smiles))], folds, on_duplicate="report")
     assert calls == [len(set(smiles))]          # one parse of each distinct string, then look-ups
     parsed = real(smiles)
     want_scaf = murcko_scaffold(parsed)
-    for i, s in enumerate(smiles):
+    for i in range(len(smiles)):
         if not parsed.ok[i]:
             assert not ok[i] and ident[i] == f"\x00unparsed:{i}" and scaf[i] == ""
             continue
