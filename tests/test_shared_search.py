@@ -116,12 +116,17 @@ def test_knn_neighbours_at_a_tied_kth_place_have_the_brute_force_similarities():
 
 
 def test_the_shared_path_is_identical_to_the_unshared_one(monkeypatch):
+    from drugcell.models import knn
+
     es = train_set(n_genes=11, seed=3)
     variants = [dict(k=k, kernel=kern) for k in (2, 5, 50) for kern in ("uniform", "tanimoto", "softmax")]
+    monkeypatch.setattr(knn, "_ALL_SQUARES_ABOVE", 0.0)    # the std from Y^2 squared once per set
     shared = [make_predictor("knn", **v).fit(es).predict(QUERY) for v in variants]
+    assert train_memo.stats()["computed"] == 3           # wmean, the per-gene spread, Y^2
     assert (search_cache.stats()["computed"], search_cache.stats()["served"]) == (1, len(variants) - 1)
     monkeypatch.setattr(search_cache, "MAX_ELEMENTS", 0)   # every request streams its own blocks
     monkeypatch.setattr(train_memo, "_MIN_SIZE", 1 << 62)  # and every fit computes its own statistics
+    monkeypatch.setattr(knn, "_ALL_SQUARES_ABOVE", 2.0)    # and squares its neighbours' rows per block
     search_cache.clear()
     train_memo.clear()
     alone = [make_predictor("knn", **v).fit(es).predict(QUERY) for v in variants]

@@ -51,11 +51,12 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def memoized(name: str, arrays: tuple[np.ndarray, ...], compute: Callable[[], Any]) -> Any:
+def memoized(name: str, arrays: tuple[np.ndarray, ...], compute: Callable[[], Any], *, copy: bool = True) -> Any:
     """``compute()`` once per (``name``, the identities of ``arrays``) while the arrays live.
 
     Arrays that are not numpy arrays, or small ones, are not memoised (``compute()`` each call).
-    Returns a copy of the stored arrays, so callers may change what they get.
+    Returns a copy of the stored arrays, so callers may change what they get; ``copy=False`` (for
+    a large array result) stores it read-only and returns it as it is.
     """
     if not all(isinstance(a, np.ndarray) for a in arrays) or max(a.size for a in arrays) < _MIN_SIZE:
         return compute()
@@ -64,14 +65,16 @@ def memoized(name: str, arrays: tuple[np.ndarray, ...], compute: Callable[[], An
     hit = _MEMO.get(key)
     if hit is not None and hit[0] == probe:
         _STATS["served"] += 1
-        return _copy(hit[1])
+        return _copy(hit[1]) if copy else hit[1]
     value = compute()
+    if not copy and isinstance(value, np.ndarray):
+        value.setflags(write=False)
     if hit is None:
         for a in arrays:  # the entry dies with the first of its arrays
             weakref.finalize(a, _MEMO.pop, key, None)
     _MEMO[key] = (probe, value)
     _STATS["computed"] += 1
-    return _copy(value)
+    return _copy(value) if copy else value
 
 
 # ----------------------------------------------------------------- fitted predictors
