@@ -90,6 +90,39 @@ def per_predictor_table(diagnostics) -> list[str]:
     return lines
 
 
+def compare_runs(a: Path, b: Path) -> list[str]:
+    """Markdown lines: whether two run folders hold the same results (timings aside): scores,
+    diagnostics counters other than fit_s/predict_s, the choice, the leaderboard estimate, the audit."""
+    import json
+
+    import pandas as pd
+
+    lines = [f"\n| compared with {a} | result |", "|---|---|"]
+    sa, sb = (pd.read_parquet(r / "scores.parquet") for r in (a, b))
+    key = ["predictor", "fold", "compound", "metric"]
+    merged = sa.merge(sb, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
+    both = merged[merged["_merge"] == "both"]
+    diff = (both["wmse_a"] - both["wmse_b"]).abs()
+    lines.append(f"| scores.parquet rows | {len(sa):,} vs {len(sb):,}; {int((merged['_merge'] != 'both').sum())} unmatched |")
+    lines.append(f"| wMSE identical | {int((diff == 0).sum()):,} of {len(both):,}; max abs difference {diff.max():.3g} |")
+    if (diff > 0).any():
+        worst = both.assign(d=diff).groupby("predictor")["d"].max().sort_values(ascending=False)
+        lines.append("| differing predictors (max abs) | " + ", ".join(f"{k} {v:.2g}" for k, v in worst.items() if v > 0) + " |")
+    da, db = (pd.read_parquet(r / "diagnostics.parquet") for r in (a, b))
+    da, db = (d[~d.counter.isin(["fit_s", "predict_s"])] for d in (da, db))
+    dm = da.merge(db, on=["predictor", "fold", "counter"], how="outer", suffixes=("_a", "_b"))
+    same = (dm.value_a == dm.value_b) | (dm.value_a.isna() & dm.value_b.isna())
+    lines.append(f"| diagnostics counters identical | {int(same.sum()):,} of {len(dm):,} |")
+    if not same.all():
+        lines.append("| differing counters | " + ", ".join(sorted(set(dm[~same].counter.astype(str))))[:300] + " |")
+    for name in ("choice.json", "audit.json"):
+        ja, jb = (json.loads((r / name).read_text()) for r in (a, b))
+        lines.append(f"| {name} identical | {ja == jb} |")
+    ea, eb = (pd.read_parquet(r / "leaderboard_estimate.parquet") for r in (a, b))
+    lines.append(f"| leaderboard_estimate.parquet identical | {ea.equals(eb)} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="an ExpressionSet cache (default: simulate in memory)")
@@ -101,7 +134,13 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=None)
     ap.add_argument("--out", default=None, help="run dir (default: a temporary dir)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare-to", default=None, help="an earlier run folder: are the results the same?")
+    ap.add_argument("--compare-only", nargs=2, default=None, metavar=("RUN_A", "RUN_B"),
+                    help="only compare two existing run folders")
     args = ap.parse_args()
+    if args.compare_only:
+        print("\n".join(compare_runs(*map(Path, args.compare_only))))
+        return
 
     from drugcell.chem import search_cache
     from drugcell.config import load_config, with_overrides
@@ -130,6 +169,8 @@ def main() -> None:
                      f"{cfg.bootstrap_resamples} resamples", time.perf_counter() - t, cpu_s() - c, peak_rss_gb()))
         stages = res.stages
         table = per_predictor_table(res.diagnostics)
+        if args.compare_to:
+            table += compare_runs(Path(args.compare_to), out)
     shared = {**{f"search {k}": v for k, v in search_cache.stats().items() if k in ("computed", "served", "streamed")},
               **{f"train statistics {k}": v for k, v in train_memo.stats().items() if k in ("computed", "served")},
               "blend refits taken from the runner's fits": train_memo.stats()["fits_served"]}
