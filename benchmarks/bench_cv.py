@@ -123,6 +123,47 @@ def compare_runs(a: Path, b: Path) -> list[str]:
     return lines
 
 
+def shared_lines() -> list[str]:
+    """Markdown rows: what the shared work saved (counters of the memos; zeros before they existed)."""
+    try:
+        from drugcell.chem import search_cache
+        from drugcell.models import train_memo
+    except ImportError:
+        return []
+    search, memo = search_cache.stats(), train_memo.stats()
+    return ["\n| shared work | count |", "|---|---:|",
+            f"| similarity matrices computed / served from the memo / streamed | {search['computed']} / "
+            f"{search['served']} / {search['streamed']} |",
+            f"| training-set statistics computed / served | {memo['computed']} / {memo['served']} |",
+            f"| blend refits taken from the runner's fits | {memo['fits_served']} |"]
+
+
+def one_fold(es, cfg, fold: int) -> list[str]:
+    """Markdown rows: one fold of the panel as the runner fits it (the same training set object for
+    every predictor, predictions by SMILES), wall and CPU seconds (all threads) per fit and predict.
+    A fifth of a full run's fitting work, with CPU time beside the wall time on a shared machine."""
+    from drugcell.splits.folds import make_folds
+
+    smiles = np.asarray(es.smiles).astype(str)
+    fold_of = np.asarray(make_folds(list(smiles), cfg.split, cfg.folds, cfg.seed).folds)
+    test_smiles = list(smiles[fold_of == fold])
+    train = es.subset(np.flatnonzero(fold_of != fold))
+    lines = [f"fold {fold}: {train.n_compounds:,} training / {len(test_smiles):,} held-out compounds\n",
+             "| predictor | fit wall s | fit CPU s | predict wall s | predict CPU s |", "|---|---:|---:|---:|---:|"]
+    total = np.zeros(4)
+    for spec in cfg.predictors:
+        t0, c0 = time.perf_counter(), cpu_s()
+        model = spec.build(metric=cfg.metrics[0]).fit(train, seed=cfg.seed)
+        t1, c1 = time.perf_counter(), cpu_s()
+        model.predict(test_smiles)
+        row = np.array([t1 - t0, c1 - c0, time.perf_counter() - t1, cpu_s() - c1])
+        total += row
+        lines.append(f"| {spec.name} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+        del model
+    lines.append("| **all** | " + " | ".join(f"{v:.1f}" for v in total) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="an ExpressionSet cache (default: simulate in memory)")
@@ -134,6 +175,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=None)
     ap.add_argument("--out", default=None, help="run dir (default: a temporary dir)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fold", type=int, default=None,
+                    help="fit and predict one fold only: wall and CPU seconds per predictor (no run folder)")
     ap.add_argument("--compare-to", default=None, help="an earlier run folder: are the results the same?")
     ap.add_argument("--compare-only", nargs=2, default=None, metavar=("RUN_A", "RUN_B"),
                     help="only compare two existing run folders")
@@ -142,10 +185,8 @@ def main() -> None:
         print("\n".join(compare_runs(*map(Path, args.compare_only))))
         return
 
-    from drugcell.chem import search_cache
     from drugcell.config import load_config, with_overrides
     from drugcell.evaluation.cv import run_cv
-    from drugcell.models import train_memo
 
     cfg = with_overrides(load_config(args.config), folds=args.folds, bootstrap_resamples=args.bootstrap,
                          predictors=args.predictors.split(",") if args.predictors else None)
@@ -161,6 +202,15 @@ def main() -> None:
         es = simulated_es(args.compounds, args.genes, seed=args.seed)
         what = "simulate ExpressionSet (in memory)"
     rows.append((what, time.perf_counter() - t, cpu_s() - c, peak_rss_gb()))
+    if args.fold is not None:
+        lines = one_fold(es, cfg, args.fold)
+        print(f"\n### bench_cv --fold {args.fold}: {es.n_compounds} compounds x {es.n_genes} genes "
+              f"({Path(args.config).name})\n")
+        print(f"machine: {os.cpu_count()} cores; load average (1 / 5 / 15 min) before {load_before}, "
+              f"after {load_average()}; peak RSS {peak_rss_gb():.2f} GB\n")
+        print("\n".join(lines))
+        print("\n".join(shared_lines()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp) / "run"
         t, c = time.perf_counter(), cpu_s()
@@ -171,9 +221,6 @@ def main() -> None:
         table = per_predictor_table(res.diagnostics)
         if args.compare_to:
             table += compare_runs(Path(args.compare_to), out)
-    shared = {**{f"search {k}": v for k, v in search_cache.stats().items() if k in ("computed", "served", "streamed")},
-              **{f"train statistics {k}": v for k, v in train_memo.stats().items() if k in ("computed", "served")},
-              "blend refits taken from the runner's fits": train_memo.stats()["fits_served"]}
     print(f"\n### bench_cv: {es.n_compounds} compounds x {es.n_genes} genes ({Path(args.config).name})\n")
     print(f"machine: {os.cpu_count()} cores; load average (1 / 5 / 15 min) before {load_before}, "
           f"after {load_average()}\n")
@@ -185,9 +232,7 @@ def main() -> None:
         print(f"| {name} | {s:.1f} |")
     print()
     print("\n".join(table))
-    print("\n| shared work | count |\n|---|---:|")
-    for name, v in shared.items():
-        print(f"| {name} | {v} |")
+    print("\n".join(shared_lines()))
     print(f"\nchosen under {cfg.metrics[0]}: {res.best(cfg.metrics[0])}")
 
 
