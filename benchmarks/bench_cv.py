@@ -1,21 +1,27 @@
-"""Benchmark `run_cv` at a given scale on a simulated ExpressionSet built directly in memory.
+"""Benchmark `run_cv`: where a CV run spends its time, per stage and per predictor.
 
-Why in memory: the full contest scale (14,026 compounds x 12,995 genes) through `drugcell synth`
-+ `drugcell load` costs far more than the CV itself; the runner only needs an ExpressionSet.
-Molecules come from the simulator's library (`enumerate_molecules`: real scaffold families, so
-scaffold folds are realistic); the truth is a per-gene baseline + a per-scaffold-family effect +
-a low-rank effect of Morgan bits + noise, and the Mejia-like weights are random columns summing to
-1 (timing does not depend on their values).
+Data: a cache (``--data CACHE``, e.g. the full-scale simulated VCPI cache) or a simulated
+ExpressionSet built in memory (``--compounds/--genes``). Why in memory: the full contest scale
+through `drugcell synth` + `drugcell load` costs far more than the CV itself; the runner only
+needs an ExpressionSet. Molecules come from the simulator's library (`enumerate_molecules`: real
+scaffold families, so scaffold folds are realistic); the truth is a per-gene baseline + a
+per-scaffold-family effect + a low-rank effect of Morgan bits + noise, and the Mejia-like weights
+are random columns summing to 1 (timing does not depend on their values).
 
     python benchmarks/bench_cv.py --compounds 600 --genes 2000 --config configs/demo.toml
-    python benchmarks/bench_cv.py --compounds 14026 --genes 12995          # full scale (lead only)
+    python benchmarks/bench_cv.py --data /work/bench/lb_full_s0/cache --config configs/default.toml
 
-Prints a markdown table: wall time and peak RSS of building the data and of the CV run.
+Prints markdown tables: wall and CPU time and peak RSS of loading and of the run, the run's
+stages (``manifest.json``'s ``stages_s``), fit and predict seconds per predictor summed over folds
+(``diagnostics.parquet``), what the shared work saved (one similarity matrix per fold for every
+kNN variant, training-set statistics and blend refits taken from the runner's fits), and the load
+average before and after, since timings on a shared machine mean little without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -30,6 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KB on Linux
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> str:
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def simulated_es(n_compounds: int, n_genes: int, seed: int = 0, exclude: set[str] | None = None):
@@ -60,8 +75,98 @@ def simulated_es(n_compounds: int, n_genes: int, seed: int = 0, exclude: set[str
     )
 
 
+def per_predictor_table(diagnostics) -> list[str]:
+    """Markdown rows: fit and predict seconds per predictor, summed over folds, slowest first."""
+    d = diagnostics[diagnostics.counter.isin(["fit_s", "predict_s"])]
+    table = d.pivot_table(index="predictor", columns="counter", values="value", aggfunc="sum").fillna(0.0)
+    table["total"] = table.sum(axis=1)
+    folds = diagnostics.groupby("predictor")["fold"].nunique()
+    lines = ["| predictor | fit s | predict s | total s | per fold s |", "|---|---:|---:|---:|---:|"]
+    for name, row in table.sort_values("total", ascending=False).iterrows():
+        lines.append(f"| {name} | {row.get('fit_s', 0):.1f} | {row.get('predict_s', 0):.1f} | {row['total']:.1f} | "
+                     f"{row['total'] / max(int(folds[name]), 1):.1f} |")
+    lines.append(f"| **all predictors** | {table.get('fit_s', table['total'] * 0).sum():.1f} | "
+                 f"{table.get('predict_s', table['total'] * 0).sum():.1f} | {table['total'].sum():.1f} | |")
+    return lines
+
+
+def compare_runs(a: Path, b: Path) -> list[str]:
+    """Markdown lines: whether two run folders hold the same results (timings aside): scores,
+    diagnostics counters other than fit_s/predict_s, the choice, the leaderboard estimate, the audit."""
+    import json
+
+    import pandas as pd
+
+    lines = [f"\n| compared with {a} | result |", "|---|---|"]
+    sa, sb = (pd.read_parquet(r / "scores.parquet") for r in (a, b))
+    key = ["predictor", "fold", "compound", "metric"]
+    merged = sa.merge(sb, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
+    both = merged[merged["_merge"] == "both"]
+    diff = (both["wmse_a"] - both["wmse_b"]).abs()
+    lines.append(f"| scores.parquet rows | {len(sa):,} vs {len(sb):,}; {int((merged['_merge'] != 'both').sum())} unmatched |")
+    lines.append(f"| wMSE identical | {int((diff == 0).sum()):,} of {len(both):,}; max abs difference {diff.max():.3g} |")
+    if (diff > 0).any():
+        worst = both.assign(d=diff).groupby("predictor")["d"].max().sort_values(ascending=False)
+        lines.append("| differing predictors (max abs) | " + ", ".join(f"{k} {v:.2g}" for k, v in worst.items() if v > 0) + " |")
+    da, db = (pd.read_parquet(r / "diagnostics.parquet") for r in (a, b))
+    da, db = (d[~d.counter.isin(["fit_s", "predict_s"])] for d in (da, db))
+    dm = da.merge(db, on=["predictor", "fold", "counter"], how="outer", suffixes=("_a", "_b"))
+    same = (dm.value_a == dm.value_b) | (dm.value_a.isna() & dm.value_b.isna())
+    lines.append(f"| diagnostics counters identical | {int(same.sum()):,} of {len(dm):,} |")
+    if not same.all():
+        lines.append("| differing counters | " + ", ".join(sorted(set(dm[~same].counter.astype(str))))[:300] + " |")
+    for name in ("choice.json", "audit.json"):
+        ja, jb = (json.loads((r / name).read_text()) for r in (a, b))
+        lines.append(f"| {name} identical | {ja == jb} |")
+    ea, eb = (pd.read_parquet(r / "leaderboard_estimate.parquet") for r in (a, b))
+    lines.append(f"| leaderboard_estimate.parquet identical | {ea.equals(eb)} |")
+    return lines
+
+
+def shared_lines() -> list[str]:
+    """Markdown rows: what the shared work saved (counters of the memos; zeros before they existed)."""
+    try:
+        from drugcell.chem import search_cache
+        from drugcell.models import train_memo
+    except ImportError:
+        return []
+    search, memo = search_cache.stats(), train_memo.stats()
+    return ["\n| shared work | count |", "|---|---:|",
+            f"| similarity matrices computed / served from the memo / streamed | {search['computed']} / "
+            f"{search['served']} / {search['streamed']} |",
+            f"| training-set statistics computed / served | {memo['computed']} / {memo['served']} |",
+            f"| blend refits taken from the runner's fits | {memo['fits_served']} |"]
+
+
+def one_fold(es, cfg, fold: int) -> list[str]:
+    """Markdown rows: one fold of the panel as the runner fits it (the same training set object for
+    every predictor, predictions by SMILES), wall and CPU seconds (all threads) per fit and predict.
+    A fifth of a full run's fitting work, with CPU time beside the wall time on a shared machine."""
+    from drugcell.splits.folds import make_folds
+
+    smiles = np.asarray(es.smiles).astype(str)
+    fold_of = np.asarray(make_folds(list(smiles), cfg.split, cfg.folds, cfg.seed).folds)
+    test_smiles = list(smiles[fold_of == fold])
+    train = es.subset(np.flatnonzero(fold_of != fold))
+    lines = [f"fold {fold}: {train.n_compounds:,} training / {len(test_smiles):,} held-out compounds\n",
+             "| predictor | fit wall s | fit CPU s | predict wall s | predict CPU s |", "|---|---:|---:|---:|---:|"]
+    total = np.zeros(4)
+    for spec in cfg.predictors:
+        t0, c0 = time.perf_counter(), cpu_s()
+        model = spec.build(metric=cfg.metrics[0]).fit(train, seed=cfg.seed)
+        t1, c1 = time.perf_counter(), cpu_s()
+        model.predict(test_smiles)
+        row = np.array([t1 - t0, c1 - c0, time.perf_counter() - t1, cpu_s() - c1])
+        total += row
+        lines.append(f"| {spec.name} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+        del model
+    lines.append("| **all** | " + " | ".join(f"{v:.1f}" for v in total) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="an ExpressionSet cache (default: simulate in memory)")
     ap.add_argument("--compounds", type=int, default=600)
     ap.add_argument("--genes", type=int, default=2000)
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.toml"))
@@ -70,37 +175,65 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=None)
     ap.add_argument("--out", default=None, help="run dir (default: a temporary dir)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fold", type=int, default=None,
+                    help="fit and predict one fold only: wall and CPU seconds per predictor (no run folder)")
+    ap.add_argument("--compare-to", default=None, help="an earlier run folder: are the results the same?")
+    ap.add_argument("--compare-only", nargs=2, default=None, metavar=("RUN_A", "RUN_B"),
+                    help="only compare two existing run folders")
     args = ap.parse_args()
+    if args.compare_only:
+        print("\n".join(compare_runs(*map(Path, args.compare_only))))
+        return
 
     from drugcell.config import load_config, with_overrides
     from drugcell.evaluation.cv import run_cv
 
     cfg = with_overrides(load_config(args.config), folds=args.folds, bootstrap_resamples=args.bootstrap,
                          predictors=args.predictors.split(",") if args.predictors else None)
+    load_before = load_average()
     rows = []
-    t = time.perf_counter()
-    es = simulated_es(args.compounds, args.genes, seed=args.seed)
-    rows.append(("simulate ExpressionSet (in memory)", time.perf_counter() - t, peak_rss_gb()))
+    t, c = time.perf_counter(), cpu_s()
+    if args.data:
+        from drugcell.data.expression_set import ExpressionSet
+
+        es = ExpressionSet.load(args.data)
+        what = f"load {args.data}"
+    else:
+        es = simulated_es(args.compounds, args.genes, seed=args.seed)
+        what = "simulate ExpressionSet (in memory)"
+    rows.append((what, time.perf_counter() - t, cpu_s() - c, peak_rss_gb()))
+    if args.fold is not None:
+        lines = one_fold(es, cfg, args.fold)
+        print(f"\n### bench_cv --fold {args.fold}: {es.n_compounds} compounds x {es.n_genes} genes "
+              f"({Path(args.config).name})\n")
+        print(f"machine: {os.cpu_count()} cores; load average (1 / 5 / 15 min) before {load_before}, "
+              f"after {load_average()}; peak RSS {peak_rss_gb():.2f} GB\n")
+        print("\n".join(lines))
+        print("\n".join(shared_lines()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp) / "run"
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         res = run_cv(es, cfg, out, progress=sys.stderr.isatty())
         rows.append((f"run_cv: {cfg.folds} folds x {len(cfg.predictors)} predictors x {len(cfg.metrics)} metrics, "
-                     f"{cfg.bootstrap_resamples} resamples", time.perf_counter() - t, peak_rss_gb()))
-        fit = res.diagnostics[res.diagnostics.counter.isin(["fit_s", "predict_s"])]
-        per_pred = fit.groupby("predictor")["value"].sum().sort_values(ascending=False)
+                     f"{cfg.bootstrap_resamples} resamples", time.perf_counter() - t, cpu_s() - c, peak_rss_gb()))
         stages = res.stages
-    print(f"\n### bench_cv: {args.compounds} compounds x {args.genes} genes ({Path(args.config).name})\n")
-    print("| stage | wall s | peak RSS GB |\n|---|---:|---:|")
-    for name, s, rss in rows:
-        print(f"| {name} | {s:.1f} | {rss:.2f} |")
+        table = per_predictor_table(res.diagnostics)
+        if args.compare_to:
+            table += compare_runs(Path(args.compare_to), out)
+    print(f"\n### bench_cv: {es.n_compounds} compounds x {es.n_genes} genes ({Path(args.config).name})\n")
+    print(f"machine: {os.cpu_count()} cores; load average (1 / 5 / 15 min) before {load_before}, "
+          f"after {load_average()}\n")
+    print("| stage | wall s | CPU s | peak RSS GB |\n|---|---:|---:|---:|")
+    for name, s, cpu, rss in rows:
+        print(f"| {name} | {s:.1f} | {cpu:.1f} | {rss:.2f} |")
     print("\n| run_cv stage | wall s |\n|---|---:|")
     for name, s in stages.items():
         print(f"| {name} | {s:.1f} |")
-    print("\n| predictor | fit + predict s (all folds) |\n|---|---:|")
-    for name, s in per_pred.items():
-        print(f"| {name} | {s:.1f} |")
-    print(f"\nbest under mejia: {res.best('mejia')}")
+    print()
+    print("\n".join(table))
+    print("\n".join(shared_lines()))
+    print(f"\nchosen under {cfg.metrics[0]}: {res.best(cfg.metrics[0])}")
 
 
 if __name__ == "__main__":

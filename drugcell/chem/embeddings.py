@@ -228,9 +228,13 @@ class DescriptorEmbedder(Embedder):
         return compute_descriptors(parsed, n_jobs=int(self.params["n_jobs"]))[0]
 
     def _counts(self, parsed: ParsedMolecules) -> np.ndarray:
-        from drugcell.chem.fingerprints import morgan_counts
+        """Morgan counts through the per-process feature cache (by canonical SMILES: computed once
+        per molecule for every fold and deep model); zero rows for failures."""
+        from drugcell.chem.features import featurize
 
-        return morgan_counts(parsed, radius=int(self.params["radius"]), n_bits=int(self.params["n_bits"]))
+        counts, _ = featurize(parsed.canonical, "morgan_counts", radius=int(self.params["radius"]),
+                              n_bits=int(self.params["n_bits"]))
+        return counts
 
     def _fit(self, parsed: ParsedMolecules) -> None:
         from drugcell.chem.descriptors import descriptor_names

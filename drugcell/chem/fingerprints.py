@@ -257,14 +257,16 @@ class Neighbours:
 def search_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, exclude_self: bool = False,
                    count_at_least: float | None = None, block_rows: int | None = None,
                    device: str = "auto", method: str = "auto") -> Neighbours:
-    """The one Tanimoto top-k search: kNN, retrieval support and the predict-time warning use it.
+    """The one Tanimoto top-k search: retrieval support and the predict-time warning use it.
 
     Per query row: the ``k`` most similar reference rows (ties to the lower reference index, so
     deterministic) and, with ``count_at_least``, how many references reach that similarity (in
     the same pass, so the block is never revisited). ``exclude_self=True`` is for querying a set
     against itself (leave-one-out): it requires ``nq == nref`` and drops pair ``(i, i)`` from
     both. ``k`` larger than the available references is clamped (fewer columns). Memory is
-    bounded by one block of ``block_rows x nref``.
+    bounded by one block of ``block_rows x nref``, or by the shared memo of whole matrices
+    (:mod:`drugcell.chem.search_cache`), which serves a matrix a kNN predictor already computed
+    for the same queries and references (the values are the same either way).
     """
     q = np.asarray(query_bits)
     r = np.asarray(ref_bits)
@@ -280,8 +282,16 @@ def search_similar(query_bits: np.ndarray, ref_bits: np.ndarray, k: int, *, excl
     counts = None if count_at_least is None else np.zeros(q.shape[0], dtype=np.int64)
     if k_eff <= 0 or q.shape[0] == 0:
         return Neighbours(idx, sim, counts)
-    for start, stop, s in iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device,
-                                               method=method):
+    def compute():
+        return iter_tanimoto_blocks(q, r, block_rows=block_rows, device=device, method=method)
+
+    if exclude_self:  # a self-search changes its blocks and serves nobody else: not shared
+        blocks = compute()
+    else:  # the kNN variants of a fold may have computed this very matrix already
+        from drugcell.chem.search_cache import similarity_blocks
+
+        blocks = similarity_blocks("tanimoto", q, r, _block_rows(r.shape[0], block_rows), compute)
+    for start, stop, s in blocks:
         if exclude_self:
             rows = np.arange(stop - start)
             s[rows, rows + start] = -1.0   # below every real similarity (>= 0): never kept or counted

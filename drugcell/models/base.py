@@ -58,6 +58,10 @@ class Predictor(ABC):
     simplicity: ClassVar[int] = 100         # rank for model choice: lower is simpler
     defaults: ClassVar[dict[str, Any]] = {}
     state_fields: ClassVar[tuple[str, ...]] = ()
+    #: The fit is a deterministic function of (training set, params, seed) and cheap to keep, so a
+    #: fitted instance may serve an identical refit on the same set (blend's members in CV:
+    #: :func:`drugcell.models.train_memo.fitted_twin`); see :meth:`_keep_fit`.
+    reuse_fit: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self._merged(dict(self.defaults), params)
@@ -113,7 +117,16 @@ class Predictor(ABC):
         self.value_scale = str(getattr(train, "value_scale", LOG2CPM))
         self._fit(train, int(seed))
         self.genes = np.asarray(train.genes).astype(str)
+        if self.reuse_fit and self._keep_fit():
+            from drugcell.models.train_memo import remember_fit
+
+            remember_fit(self, train, int(seed))
         return self
+
+    def _keep_fit(self) -> bool:
+        """Whether this fitted instance is worth keeping while its training set lives (a kind may
+        say no when it holds a large copy of the training data)."""
+        return True
 
     def predict(self, smiles: Sequence[str]) -> Prediction:
         """Predict profiles; for log2(CPM+1) data (which cannot be negative) clip at 0 and count the clips."""

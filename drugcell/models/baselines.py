@@ -14,6 +14,7 @@ class ControlPredictor(Predictor):
 
     simplicity = 0
 
+    reuse_fit = True
     state_fields = ("profile_",)
 
     def _fit(self, train, seed):
@@ -33,6 +34,7 @@ class MeanPredictor(Predictor):
 
     simplicity = 1
 
+    reuse_fit = True
     state_fields = ("profile_",)
 
     def _fit(self, train, seed):
@@ -48,12 +50,19 @@ def weighted_mean_profile(expression: np.ndarray, weights_gc: np.ndarray) -> np.
 
     Setting the derivative of sum_c sum_g W[g,c] (p_g - y[c,g])^2 to zero gives it, so no other
     structure-free prediction has a lower training wMSE under per-(gene, compound) weights. Genes
-    that no compound weights (sum 0) fall back to the plain mean.
+    that no compound weights (sum 0) fall back to the plain mean. Computed once per training set
+    and shared by every predictor fitted on it (:mod:`drugcell.models.train_memo`).
     """
+    from drugcell.models.train_memo import memoized
+
     y = np.asarray(expression)
     w = np.asarray(weights_gc)
     if w.shape != (y.shape[1], y.shape[0]):
         raise ValueError(f"weights must be genes x compounds {(y.shape[1], y.shape[0])}, got {w.shape}")
+    return memoized("wmean", (y, w), lambda: _weighted_mean(y, w))
+
+
+def _weighted_mean(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     num = np.zeros(y.shape[1])
     den = np.zeros(y.shape[1])
     for lo in range(0, y.shape[0], 2048):  # row chunks: no full float64 copy of a 14k x 13k array
@@ -74,6 +83,7 @@ class WeightedMeanPredictor(Predictor):
 
     simplicity = 2
 
+    reuse_fit = True
     state_fields = ("profile_",)
 
     def _fit(self, train, seed):

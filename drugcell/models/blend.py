@@ -78,6 +78,16 @@ def _member_candidate(i: int, spec: Any, metric: str) -> _Candidate:
     return _Candidate(name, kind, spec)
 
 
+def _fit_on(cand: _Candidate, train, seed: int) -> Predictor:
+    """``cand`` fitted on ``train``: the twin the CV runner fitted on this very set when there is
+    one (same kind, params and seed; :func:`drugcell.models.train_memo.fitted_twin`), else a fit."""
+    from drugcell.models.train_memo import fitted_twin
+
+    model = cand.build()
+    twin = fitted_twin(model.kind, model.params, train, seed)
+    return twin if twin is not None else model.fit(train, seed=seed)
+
+
 @register("blend")
 class BlendPredictor(Predictor):
     """Convex combination of members and baselines, weights fitted out of fold under the metric."""
@@ -158,7 +168,7 @@ class BlendPredictor(Predictor):
             q, n = self._oof_gram(train, seed)
             self.weights_ = convex_weights(q)
             self.oof_wmse_ = np.append(np.diag(q) / n, self.weights_ @ q @ self.weights_ / n)
-        self.models_ = [c.build().fit(train, seed=seed) if w > 0 else None
+        self.models_ = [_fit_on(c, train, seed) if w > 0 else None
                         for c, w in zip(self.candidates_, self.weights_, strict=True)]
 
     def _oof_gram(self, train, seed: int) -> tuple[np.ndarray, int]:

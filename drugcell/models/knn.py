@@ -21,11 +21,13 @@ from drugcell.errors import DrugcellInputError
 from drugcell.models.base import Prediction, Predictor
 from drugcell.models.baselines import weighted_mean_profile
 from drugcell.models.registry import register
+from drugcell.models.train_memo import memoized
 
 KERNELS = ("uniform", "tanimoto", "softmax")
 N_BITS = MORGAN_BITS
 RADIUS = MORGAN_RADIUS
 _QUERY_CHUNK = 1024  # similarity rows per block: bounds memory at ~chunk x n_train floats
+_ALL_SQUARES_ABOVE = 1 / 8  # share of training rows in a block above which Y^2 is squared whole
 
 
 def morgan_features(smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +128,7 @@ class KNNPredictor(Predictor):
 
     returns_std = True
     simplicity = 20
+    reuse_fit = True
 
     @property
     def std_enabled(self) -> bool:
@@ -180,24 +183,33 @@ class KNNPredictor(Predictor):
             bits, ok = morgan_features(smiles)
             # Unparseable training compounds can never be neighbours: keep only the parsed ones.
             self.train_bits_ = np.packbits(bits[ok], axis=1)
-        _, sd = _column_mean_std(y)
+        _, sd = memoized("column_mean_std", (y,), lambda: _column_mean_std(y))  # once per training set
         self.mean_ = weighted_mean_profile(y, train.weights)  # the fallback profile
         self.sd_ = sd.astype(np.float32)
         self.train_y_ = y if ok.all() else np.ascontiguousarray(y[ok])  # no copy when all parse
         self.n_train_unparsed_ = int((~ok).sum())
 
+    def _keep_fit(self) -> bool:
+        return self.n_train_unparsed_ == 0  # otherwise train_y_ is this instance's own copy of Y
+
     def _similarity_blocks(self, smiles):
-        """``ok`` per query and the blocks of similarities to the training compounds."""
+        """``ok`` per query and the blocks of similarities to the training compounds, through the
+        shared memo (:mod:`drugcell.chem.search_cache`): the kNN variants of a fold (every k and
+        kernel) and fusion's support features read one matrix instead of computing one each."""
+        from drugcell.chem.search_cache import similarity_blocks
+
         if self.uses_embedding:
             emb, ok = self.embedder_.transform_with_mask(smiles)
             query = np.asarray(emb, dtype=np.float32) - self.center_
             query[~ok] = 0.0
-            return ok, cosine_blocks(query, self.train_bits_)
+            return ok, similarity_blocks("cosine", query, self.train_bits_, _QUERY_CHUNK,
+                                         lambda: cosine_blocks(query, self.train_bits_))
         from drugcell.chem.fingerprints import iter_tanimoto_blocks
 
         bits, ok = morgan_features(smiles)
         train_bits = np.unpackbits(self.train_bits_, axis=1, count=N_BITS)
-        return ok, iter_tanimoto_blocks(bits, train_bits, block_rows=_QUERY_CHUNK)
+        return ok, similarity_blocks("tanimoto", bits, train_bits, _QUERY_CHUNK,
+                                     lambda: iter_tanimoto_blocks(bits, train_bits, block_rows=_QUERY_CHUNK))
 
     def _predict(self, smiles):
         n, n_genes = len(smiles), self.mean_.shape[0]
@@ -209,7 +221,10 @@ class KNNPredictor(Predictor):
         # the shared blockwise search; the neighbours are picked by neighbour_weights (its own
         # kernels and tie order, pinned by tests), so only the similarity blocks are shared
         for start, stop, sim in blocks:
-            sim[~ok[start:stop]] = 0.0
+            bad = ~ok[start:stop]
+            if bad.any() and sim[bad].any():  # zero bits / zero vectors already give 0: no copy then
+                sim = sim.copy()
+                sim[bad] = 0.0
             weights, has = neighbour_weights(
                 sim, self.params["k"], self.params["kernel"], self.params["temperature"]
             )
@@ -256,10 +271,18 @@ class KNNPredictor(Predictor):
         prior = self.sd_.astype(np.float64) ** 2
         w = weights.astype(np.float32)  # float32 product: no float64 copy of Y^2
         # sum_j w_j (y_j - mu)^2 = sum_j w_j y_j^2 - mu^2 (the weights of a row sum to 1): one
-        # sparse product with the squared profiles of this block's neighbours only (squaring all of
-        # Y on every call cost a 14k x 13k temporary per predict, and blend predicts in many chunks)
+        # sparse product with the squared profiles of this block's neighbours. When they are most
+        # of the training set (k = 20, 50 over a 1,024-row block), Y^2 is squared once per training
+        # set and shared by every variant: gathering and squaring ~11k rows cost two 0.5 GB
+        # temporaries per block and variant at full scale. Few rows (blend's held-out chunks, small
+        # k): only those rows are squared. Both give the same products in the same order.
         rows = np.unique(w.indices)
-        second = np.asarray(w[:, rows] @ np.square(self.train_y_[rows]), dtype=np.float64)
+        y = self.train_y_
+        if rows.size > _ALL_SQUARES_ABOVE * y.shape[0]:
+            squares = memoized("square", (y,), lambda: np.square(y), copy=False)
+            second = np.asarray(w @ squares, dtype=np.float64)
+        else:
+            second = np.asarray(w[:, rows] @ np.square(y[rows]), dtype=np.float64)
         var = np.maximum(second - mu.astype(np.float64) ** 2, 0.0)
         w64 = weights.astype(np.float64)
         n_eff = 1.0 / np.maximum(np.asarray(w64.multiply(w64).sum(axis=1)).ravel(), 1e-300)

@@ -46,6 +46,7 @@ class _RidgeBase(Predictor):
 
     returns_std = True   # the per-gene residual std at the chosen alpha
     simplicity = 30
+    reuse_fit = True
 
     state_fields = ("coef_", "intercept_", "alpha_", "mean_", "sigma_")
     _INFO = ("info_keys_", "info_values_")  # optional state: the alpha-selection diagnostics

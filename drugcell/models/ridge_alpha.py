@@ -294,21 +294,15 @@ def _connected(*labelings: Sequence[object]) -> np.ndarray:
     return connected_components(graph, directed=False)[1][:n].astype(np.int64)
 
 
-_KEYS: dict[str, tuple[str, str]] = {}  # SMILES -> (identity key, scaffold), for the process
-
-
 def _molecule_keys(smiles: list[str]) -> tuple[list[str], list[str]]:
-    """:func:`drugcell.splits.folds.molecule_keys` (InChIKey identity, Murcko scaffold), cached per
-    SMILES: every outer fold and every ridge kind asks again for the same compounds, and InChI
-    plus scaffold cost ~1.5 ms a molecule (16 s for 11,000 on a busy 2-core box)."""
-    from drugcell.splits.folds import molecule_keys
+    """(InChIKey identity, Murcko scaffold) per SMILES, from the per-process cache of
+    :func:`drugcell.chem.keys.identity_keys`: every outer fold and every ridge kind asks again for
+    the same compounds, and InChI plus scaffold cost ~1.5 ms a molecule (16 s for 11,000 on a busy
+    2-core box). An unparsed SMILES is its own group."""
+    from drugcell.chem.keys import identity_keys
 
-    todo = list(dict.fromkeys(s for s in smiles if s not in _KEYS))
-    if todo:
-        ident, scaf, ok = molecule_keys(todo)
-        for s, i, c, good in zip(todo, ident, scaf, ok):
-            _KEYS[s] = (i if good else f"\x00unparsed:{s}", c)
-    return [_KEYS[s][0] for s in smiles], [_KEYS[s][1] for s in smiles]
+    keys, scaf, ok = identity_keys(smiles)
+    return [k if good else f"\x00unparsed:{s}" for s, k, good in zip(smiles, keys, ok)], scaf
 
 
 def inner_folds(smiles: Sequence[str], x: np.ndarray, n_folds: int, seed: int = 0

@@ -19,7 +19,6 @@ from typing import Literal
 
 import numpy as np
 
-from drugcell.chem.molecules import inchikey_first_block
 from drugcell.errors import DrugcellInputError
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -78,11 +77,6 @@ class AuditReport:
                 f"unparsed {self.n_unparsed_train} train / {self.n_unparsed_test} test{dup}")
 
 
-# Per-process cache: SMILES string -> (parsed ok, identity keys, scaffold, Morgan bits row, InChIKey).
-_FACTS: dict[str, tuple] = {}
-_FACTS_MAX = 200_000  # ~0.4 GB of 2048-bit rows at most; cleared, not evicted, when exceeded
-
-
 @dataclass
 class _ChemView:
     """Everything the audit needs about a set of compounds, computed once (subset per fold)."""
@@ -97,38 +91,21 @@ class _ChemView:
 
     @classmethod
     def build(cls, smiles: Sequence, ids: Sequence) -> _ChemView:
-        """Parse once per distinct SMILES string per process (CV audits every fold, and submit
-        audits the same training set again: the cache makes the repeats free)."""
-        from drugcell.chem.fingerprints import morgan_bits
-        from drugcell.chem.molecules import parse_smiles
-        from drugcell.chem.scaffolds import murcko_scaffold
+        """Each distinct SMILES string is parsed once per process (:mod:`drugcell.chem.keys`, shared
+        with the scaffold folds made just before; CV audits every fold, and submit audits the same
+        training set again) and its Morgan bits come from the feature cache the kNN predictors read."""
+        from drugcell.chem.features import featurize
+        from drugcell.chem.keys import molecule_facts
 
         text = [x if isinstance(x, str) else "" for x in smiles]  # None/NaN parse as "empty"
-        todo = list(dict.fromkeys(t for t in text if t not in _FACTS))
-        if todo:
-            if len(_FACTS) + len(todo) > _FACTS_MAX:
-                _FACTS.clear()
-            parsed = parse_smiles(todo)
-            scaf = murcko_scaffold(parsed)
-            bits = np.asarray(morgan_bits(parsed))
-            for i, t in enumerate(todo):
-                ok = bool(parsed.ok[i])
-                keys = []
-                if ok:
-                    if parsed.inchikey[i]:
-                        keys.append("inchikey:" + parsed.inchikey[i])
-                    if parsed.canonical[i]:
-                        keys.append("canonical:" + parsed.canonical[i])
-                    block = inchikey_first_block(parsed.inchikey[i])
-                    if block:
-                        keys.append("inchikey-block1:" + block)
-                _FACTS[t] = (ok, tuple(keys), scaf[i] if ok else "", bits[i], parsed.inchikey[i] if ok else "")
-        facts = [_FACTS[t] for t in text]
-        n_bits = facts[0][3].shape[0] if facts else 2048
-        return cls([str(x) for x in ids], text, np.array([f[0] for f in facts], dtype=bool),
-                   [list(f[1]) for f in facts], [f[2] for f in facts],
-                   np.stack([f[3] for f in facts]) if facts else np.zeros((0, n_bits), np.uint8),
-                   [f[4] for f in facts])
+        facts = molecule_facts(text)
+        ident = [[*([f"inchikey:{f.inchikey}"] if f.inchikey else []),
+                  *([f"canonical:{f.canonical}"] if f.canonical else []),
+                  *([f"inchikey-block1:{f.block}"] if f.block else [])] if f.ok else [] for f in facts]
+        bits, _ = featurize(text, "morgan_bits")
+        return cls([str(x) for x in ids], text, np.array([f.ok for f in facts], dtype=bool), ident,
+                   [f.scaffold for f in facts], np.asarray(bits, dtype=np.uint8),
+                   [f.inchikey if f.ok else "" for f in facts])
 
     def subset(self, idx: np.ndarray) -> _ChemView:
         idx = np.asarray(idx)

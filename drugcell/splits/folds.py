@@ -120,21 +120,14 @@ def molecule_keys(smiles: Sequence[str]) -> tuple[list[str], list[str], np.ndarr
     """(identity key, scaffold, parsed-ok mask) per SMILES.
 
     The identity key is the InChIKey first block (connectivity), else the canonical SMILES; an
-    unparseable entry gets a unique key so it never groups with anything.
+    unparseable entry gets a unique key so it never groups with anything. Keys are computed once
+    per SMILES per process (:func:`drugcell.chem.keys.identity_keys`): blend's inner folds ask
+    again for the compounds of every outer fold.
     """
-    from drugcell.chem.molecules import inchikey_first_block, parse_smiles
-    from drugcell.chem.scaffolds import murcko_scaffold
+    from drugcell.chem.keys import identity_keys
 
-    parsed = parse_smiles(list(smiles))
-    ok = np.asarray(parsed.ok, dtype=bool)
-    ident: list[str] = []
-    for i in range(len(smiles)):
-        if not ok[i]:
-            ident.append(f"\x00unparsed:{i}")
-            continue
-        block = inchikey_first_block(parsed.inchikey[i])
-        ident.append(f"ik:{block}" if block else f"smi:{parsed.canonical[i]}")
-    scaf = [s if ok[i] else "" for i, s in enumerate(murcko_scaffold(parsed))]
+    keys, scaf, ok = identity_keys(smiles)
+    ident = [k if ok[i] else f"\x00unparsed:{i}" for i, k in enumerate(keys)]
     return ident, scaf, ok
 
 

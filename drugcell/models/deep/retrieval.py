@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from drugcell.chem.fingerprints import morgan_bits, search_similar
+from drugcell.chem.molecules import ParsedMolecules
 from drugcell.errors import DrugcellInputError
 from drugcell.models.deep.features import FeatureProvider, Molecules
 from drugcell.models.deep.params import check_int
@@ -62,6 +63,14 @@ class RetrievalSupport(FeatureProvider):
         return cls(params["support_k"], params["support_threshold"], params["fp_radius"], params["fp_bits"])
 
     def _bits(self, parsed: Molecules) -> np.ndarray:
+        """Morgan bits through the per-process feature cache (by canonical SMILES, so every fold
+        and the kNN predictors share the rows) when the molecules come parsed; zero rows for
+        failures either way."""
+        if isinstance(parsed, ParsedMolecules):
+            from drugcell.chem.features import featurize
+
+            bits, _ = featurize(parsed.canonical, "morgan_bits", radius=self.radius, n_bits=self.n_bits)
+            return np.asarray(bits, dtype=np.uint8)
         return np.asarray(morgan_bits(parsed, radius=self.radius, n_bits=self.n_bits), dtype=np.uint8)
 
     def _scalars(self, query_bits: np.ndarray, *, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
