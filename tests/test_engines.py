@@ -71,6 +71,42 @@ def test_local_and_ray_with_two_workers_give_byte_identical_files(plated_cache, 
                        {"name": "ray", "workers": 2, "threads_per_fit": 1, "address": "local"}]
 
 
+PLUGIN = """
+import numpy as np
+import drugcell as dc
+from drugcell.models import Prediction, Predictor
+
+
+@dc.register("test_plugin_half_mean")
+class HalfMean(Predictor):
+    defaults = {}
+    state_fields = ("profile_",)
+
+    def _fit(self, train, seed):
+        self.profile_ = train.expression.mean(axis=0) / 2
+
+    def _predict(self, smiles):
+        return Prediction(mean=np.tile(self.profile_, (len(smiles), 1)), std=None, info={})
+"""
+
+
+@pytest.mark.slow
+def test_ray_workers_import_the_runs_plugins(ray_session, tmp_path):
+    """A `--plugin` predictor is registered in the driver only; each Ray worker imports it again."""
+    from drugcell.models.registry import load_plugins
+    from tests.test_cv import toy_es
+
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    load_plugins([str(tmp_path / "my_plugin.py")])
+    cfg = config_from_dict({"cv": {"folds": 2, "bootstrap_resamples": 20},
+                            "predictors": [{"name": "half", "kind": "test_plugin_half_mean"}]})
+    es = toy_es(n_templates=3, n_per=6)
+    local = run_cv(es, cfg, tmp_path / "local", progress=False).out_dir
+    engine = make_engine("ray", workers=1, plugins=[str(tmp_path / "my_plugin.py")])
+    ray = run_cv(es, cfg, tmp_path / "ray", progress=False, engine=engine).out_dir
+    assert (local / "scores.parquet").read_bytes() == (ray / "scores.parquet").read_bytes()
+
+
 def test_the_uncertainty_sample_does_not_depend_on_which_part_ran_first(tmp_path):
     """Main drew every part's sample from one generator in run order, so a part's cells depended on
     the parts before it (and would on the order a parallel engine finishes them)."""
