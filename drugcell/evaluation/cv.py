@@ -104,8 +104,7 @@ class _Stages:
     stages outside the fits' progress bar are announced as steps (:func:`drugcell.progress.step`)."""
 
     #: the step that starts when a stage ends
-    NEXT = {"fits": "scores, diagnostics and uncertainty from the fits",
-            "write_scores": "paired bootstrap and model choice",
+    NEXT = {"write_scores": "paired bootstrap and model choice",
             "summary_bootstrap": "leaderboard estimate", "leaderboard_estimate": "write summary.md and the manifest"}
 
     def __init__(self) -> None:
