@@ -64,16 +64,22 @@ def _config(config: RunConfig | PathLike) -> RunConfig:
 
 def run_cv(data: ExpressionSet | PathLike, config: RunConfig | PathLike = "default.toml",
            out: PathLike = "runs/cv", *, predictors: list[str] | None = None, overwrite: bool = False,
-           progress: bool = True, **overrides: Any) -> CVResult:
+           progress: bool = True, resume: bool = False, engine: str = "local", workers: int | None = None,
+           address: str | None = None, threads: int = 1, **overrides: Any) -> CVResult:
     """Cross-validate a config's predictors on ``data`` and write the run folder ``out``.
 
     ``data``: an ExpressionSet or a cache folder. ``config``: a RunConfig, a TOML file, or the name
     of a shipped config (``"default.toml"``, ``"demo.toml"``, ...). ``predictors``: run only these
-    names of the config. ``overrides``: as the ``drugcell cv`` options (``folds``, ``split``,
-    ``seed``, ``metrics``, ``bootstrap_resamples``, ``select``, ``save_predictions``, ``sets``).
+    names of the config. ``resume``, ``engine``, ``workers``, ``address``, ``threads``: as the
+    ``drugcell cv`` options. ``overrides``: as the other ``drugcell cv`` options (``folds``,
+    ``split``, ``seed``, ``metrics``, ``bootstrap_resamples``, ``select``, ``save_predictions``, ``sets``).
     """
+    from drugcell.evaluation.engines import make_engine
+
+    runner = make_engine(engine, workers=workers, address=address, threads=threads)
     cfg = with_overrides(_config(config), predictors=predictors, **overrides)
-    return _run_cv(_data(data), cfg, out, progress=progress, overwrite=overwrite)  # it checks `out` first
+    return _run_cv(_data(data), cfg, out, progress=progress, overwrite=overwrite, resume=resume,
+                   engine=runner)  # it checks `out` first
 
 
 def make_submission(data: ExpressionSet | PathLike, predictor: str | PredictorSpec | None,

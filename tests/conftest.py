@@ -25,3 +25,21 @@ def require_shared(*parts: str):
 def shared_data():
     """Fixture form of :func:`require_shared` for the folder itself."""
     return require_shared()
+
+
+@pytest.fixture(scope="session")
+def plated_cache(tmp_path_factory):
+    """A small simulated cache (700 compounds, 80 genes) with a plate layout the leaderboard
+    estimate can use, so a CV run on it exercises every per-part term (engines, resume)."""
+    import warnings
+
+    from drugcell.data.loader import load_to_cache
+    from drugcell.data.simulate import simulate_vcpi
+
+    root = tmp_path_factory.mktemp("plated")
+    files = simulate_vcpi(root / "sim", preset="tiny", n_compounds=700, n_genes=400, n_test=30, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_to_cache(root / "cache", files["train_counts"], files["train_metadata"], files["train_chemistry"],
+                      files["gene_filter"], progress=False)
+    return root / "cache"

@@ -374,23 +374,29 @@ def _failing_cfg(error: str):
 
 @pytest.mark.parametrize("error, exc", [("runtime", RuntimeError), ("sigint", KeyboardInterrupt),
                                         ("sigterm", Terminated)])
-def test_defect2_a_failed_run_leaves_the_earlier_run_intact_and_no_staging(tmp_path, error, exc):
+def test_defect2_a_failed_run_leaves_the_earlier_run_intact_and_its_fits_for_resume(tmp_path, error, exc):
     """Main cleared the earlier run first, then failed: with --overwrite the old run was lost and
-    a half-written folder was left."""
+    a half-written folder was left. Now the earlier run is intact and (#11) the staging folder with
+    the three fits finished before the failure is kept for --resume, and the error says so."""
+    from drugcell.evaluation.parts import finished_parts
+
     FailsInFold1.fits = 0
     handler = signal.getsignal(signal.SIGTERM)
     es = small_es()
     run = tmp_path / "run"
     run_cv(es, cfg(), run, progress=False)
     before = snapshot(run)
-    with pytest.raises(exc):
+    with pytest.raises(exc) as info:
         run_cv(es, _failing_cfg(error), run, progress=False, overwrite=True)
     assert snapshot(run) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "run"]
+    assert finished_parts(staging_dir(run)) == 3  # fold 0: mean, bad; fold 1: mean
+    assert any("--resume" in note for note in info.value.__notes__)
     FailsInFold1.fits = 0
     with pytest.raises(exc):
         run_cv(es, _failing_cfg(error), tmp_path / "new", progress=False)
-    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        ".new.partial", ".run.partial", "run"]
     assert signal.getsignal(signal.SIGTERM) == handler  # restored
 
 
@@ -452,8 +458,9 @@ def test_defect2_sigkill_leaves_the_old_run_or_the_complete_new_one(tmp_path):
     """Fault test: `drugcell cv --overwrite` killed (SIGKILL) at seeded random points of its run;
     --out is then the old run byte for byte or the complete new run (the reference run with the same
     seed; manifest.json, summary.md and diagnostics.parquet carry wall times and are checked for
-    completeness only). A rerun clears the stale staging folder, says so, and leaves none. On main
-    the old run was removed first, so a kill left a partial folder."""
+    completeness only). A rerun with --overwrite clears the staging folder a kill left (#11 keeps it
+    for --resume), says so, and leaves none. On main the old run was removed first, so a kill left a
+    partial folder."""
     from drugcell.cli import app
 
     es = small_es()

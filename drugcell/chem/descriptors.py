@@ -5,13 +5,19 @@ NaN/inf (failed sub-calculations) and heavy tails (``Ipc`` reaches 1e30 for larg
 the standardisation must use training statistics only, or CV leaks test chemistry into the fit.
 
 Descriptors cost ~6 ms per molecule (~90 s for 14,000), so values are cached per canonical SMILES
-for the whole process and can be computed by a process pool (``n_jobs=2``).
+for the whole process and can be computed by a process pool (``n_jobs=2``). RDKit runs each
+descriptor under a bare ``except:``, which would swallow the KeyboardInterrupt of a Ctrl-C (and
+drugcell's ``Terminated``): a signal during that call is held and delivered after it
+(:func:`_signals_held`), so the loop stops within one molecule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -42,6 +48,29 @@ def clear_descriptor_cache() -> None:
     _CACHE.clear()
 
 
+_HELD = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Inside the block a signal with a Python handler is only noted; the handler the process had
+    runs when the block ends (raising KeyboardInterrupt or Terminated outside RDKit's bare except)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: h for s in _HELD if callable(h := signal.getsignal(s))}
+    for s in old:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if caught:
+            old[caught[0]](caught[0], None)
+
+
 def _row_for_canonical(canonical: str) -> np.ndarray:
     """Descriptors of one molecule, rebuilt from its canonical SMILES so cached and fresh rows
     are identical whatever SMILES spelling the caller used."""
@@ -49,7 +78,8 @@ def _row_for_canonical(canonical: str) -> np.ndarray:
         mol = Chem.MolFromSmiles(canonical)
         if mol is None:
             return np.full(len(DESCRIPTOR_NAMES), np.nan)
-        values = Descriptors.CalcMolDescriptors(mol, missingVal=math.nan, silent=True)
+        with _signals_held():
+            values = Descriptors.CalcMolDescriptors(mol, missingVal=math.nan, silent=True)
     row = np.array([_to_float(values.get(n, math.nan)) for n in _RDKIT_NAMES], dtype=np.float64)
     if _IPC >= 0 and np.isfinite(row[_IPC]) and row[_IPC] >= 0:
         row[_IPC] = np.log10(1.0 + row[_IPC])

@@ -53,11 +53,24 @@ def cv(
              "paired bootstrap; the default) or 'lowest' (lowest mean, the old rule).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier `drugcell cv` run in --out (it stays intact until the new run is "
-        "complete).")] = False,
+        "complete), or start over from an interrupted one (its finished fits are removed first).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     plugin: Annotated[Optional[list[str]], typer.Option(
         "--plugin", help="Import this module first (repeatable; a .py file works too) so the predictor kinds it "
                          "registers can be named in the config.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Finish the interrupted run of --out from its finished fits (same config, data and "
+        "--threads; refused, naming what differs, otherwise). The engine and --workers may change.")] = False,
+    engine: Annotated[Literal["local", "ray"], typer.Option(
+        help="Where the (fold, predictor) fits run: 'local' (one after another in this process) or 'ray' "
+             "(Ray tasks; needs the ray extra). Results are byte-identical either way.")] = "local",
+    workers: Annotated[Optional[int], typer.Option(
+        help="--engine ray: fits at a time (default: the CPUs Ray sees / --threads).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="--engine ray: join this Ray cluster ('auto', 'ray://HEAD:10001', ...) instead of starting a local "
+             "one on loopback.")] = None,
+    threads: Annotated[int, typer.Option(
+        help="BLAS/OpenMP threads per fit (part of the result: runs to compare must use the same).")] = 1,
 ) -> None:
     """Scaffold-split CV of every predictor under every metric, with a paired bootstrap ranking."""
     from drugcell.config import load_config, with_overrides
@@ -74,16 +87,28 @@ def cv(
         save_predictions=save_predictions, weights_file=str(weights) if weights else None, sets=set_, select=select,
     )
     from drugcell.data.expression_set import weights_file
-    from drugcell.evaluation.run_dir import check_run_dir, clear_stale_staging
+    from drugcell.evaluation.engines import make_engine
+    from drugcell.evaluation.run_dir import check_run_dir, clear_stale_staging, resume_hint
 
-    check_run_dir(out, overwrite)  # refuse before loading the data and minutes of work
+    runner = make_engine(engine, workers=workers, address=address, threads=threads,
+                         plugins=plugin)  # ray missing: said now
+    check_run_dir(out, overwrite, resume)  # refuse before loading the data and minutes of work
     if cfg.output.weights_file:
         weights_file(cfg.output.weights_file)  # a missing file or an unrecognised folder, before the load
-    note = clear_stale_staging(out)
+    note = clear_stale_staging(out, keep_resumable=resume)
     if note:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if resume and resume_hint(out) is None:
+        typer.secho(f"note: --out {out} has no interrupted run to resume: starting the run", fg=typer.colors.YELLOW,
+                    err=True)
     es = ExpressionSet.load(data)
-    result = run_cv(es, cfg, out, progress=progress, overwrite=overwrite)
+    try:
+        result = run_cv(es, cfg, out, progress=progress, overwrite=overwrite, resume=resume, engine=runner)
+    except BaseException as exc:
+        hint = resume_hint(out)
+        if hint and "--resume" not in str(exc):
+            typer.secho(f"stopped: {hint}", fg=typer.colors.RED, err=True)
+        raise
     typer.echo(result.headline)
     typer.echo(f"the full report (bootstrap, fallbacks, leak audit): {result.out_dir / 'summary.md'}")
     typer.echo(f"wrote {result.out_dir} (chosen under {cfg.metrics[0]}: {result.best(cfg.metrics[0])}, "

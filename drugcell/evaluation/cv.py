@@ -6,6 +6,12 @@ the registry, fits it on the training fold and predicts the held-out compounds *
 Held-out Mejia weights come from the ExpressionSet (or the official weights file the user passes),
 never from predictions; the proxy metric's gene weights come from the training fold's truth.
 
+The (fold, predictor) grid runs on an engine (:mod:`drugcell.evaluation.engines`: local or Ray),
+each cell by :func:`~drugcell.evaluation.fold_task.run_part`; every finished part is written to the
+staging folder as it arrives (:mod:`drugcell.evaluation.parts`), so an interrupted run can be
+resumed, and all parts are then read back and recorded in (fold, predictor) order
+(:mod:`drugcell.evaluation.recorder`), so neither the engine nor an interruption changes a file.
+
 Run dir layout (``out_dir``; written into a staging folder beside it and swapped into place when
 complete, :mod:`drugcell.evaluation.run_dir`)::
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +45,7 @@ import pandas as pd
 from drugcell.config import RunConfig
 from drugcell.defaults import COMPOUND_COL, SMILES_COL
 from drugcell.errors import DrugcellInputError
-from drugcell.progress import bar as progress_bar
+from drugcell.evaluation.parts import PARTS
 from drugcell.progress import step
 from drugcell.provenance import atomic_path, provenance, write_json, write_text
 
@@ -91,51 +98,6 @@ def _audit(smiles: np.ndarray, compounds: np.ndarray, train_idx: np.ndarray, tes
     return {"fold": fold, **report.to_dict()}
 
 
-# ----------------------------------------------------------------------------- scoring
-class _FoldScorer:
-    """Per-fold scoring state computed once and shared by every predictor of the fold.
-
-    The weights come from the metric registry (held-out Mejia weights from the ExpressionSet;
-    proxy from the training fold's truth; never from predictions). Scoring squares the error once
-    in float32 and reduces it per metric: a row-wise dot with the compound-major Mejia weights,
-    a matrix-vector product for per-gene weights (the arithmetic of
-    ``contest_scorer.per_compound_wmse``, without recomputing the error per metric).
-    """
-
-    def __init__(self, es, train_expr: np.ndarray, test_idx: np.ndarray, metrics: tuple[str, ...]):
-        from drugcell.metrics import metric_weights
-
-        self.truth = np.asarray(es.expression[test_idx], dtype=np.float32)
-        weights_cg = np.ascontiguousarray(np.asarray(es.weights, dtype=np.float32)[:, test_idx].T)
-        self.weights: dict[str, np.ndarray] = {}
-        for m in metrics:
-            w = np.asarray(metric_weights(m, self.truth, test_weights_gc=weights_cg.T, train_truth_cg=train_expr))
-            # (G, n) per compound -> store compound-major (n, G); (G,) per gene -> float32 vector
-            self.weights[m] = weights_cg if w.ndim == 2 else w.astype(np.float32)
-
-    def score(self, pred: np.ndarray) -> dict[str, np.ndarray]:
-        sq = np.subtract(pred, self.truth, dtype=np.float32)
-        np.square(sq, out=sq)
-        out = {}
-        for m, w in self.weights.items():
-            if w.ndim == 2:
-                out[m] = np.einsum("cg,cg->c", sq, w, dtype=np.float64)
-            else:
-                out[m] = (sq @ w).astype(np.float64)
-        return out
-
-
-def _uncertainty_sample(pred, truth, n_max: int, rng: np.random.Generator):
-    """A uniform sample of (row, gene) cells without replacement, flat indices sorted."""
-    n_cells = truth.size
-    k = min(n_max, n_cells)
-    flat = np.sort(rng.choice(n_cells, size=k, replace=False)) if k < n_cells else np.arange(n_cells)
-    rows, cols = np.divmod(flat, truth.shape[1])
-    err = pred.mean.ravel()[flat] - truth.ravel()[flat]
-    std = pred.std.ravel()[flat]
-    return rows, cols, err.astype(np.float32), std.astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- the runner
 class _Stages:
     """Wall seconds per stage (written to the manifest), to see where a run spends its time; the
@@ -156,70 +118,6 @@ class _Stages:
         self.t = now
         if name in self.NEXT:
             step(self.NEXT[name])
-
-
-class _Recorder:
-    """Everything a run keeps per (fold, predictor): scores, counters, uncertainty samples, saved
-    predictions and the leaderboard estimate's terms."""
-
-    def __init__(self, es, config: RunConfig, out: Path) -> None:
-        self.config = config
-        self.compounds = np.asarray(es.compounds).astype(str)
-        self.compound_cats = pd.Index(self.compounds)
-        self.gene_cats = pd.Index(np.asarray(es.genes).astype(str))
-        self.scores: list[pd.DataFrame] = []
-        self.diag: list[dict[str, Any]] = []
-        self.unc: list[pd.DataFrame] = []
-        self.rng = np.random.default_rng(config.seed)
-        self.estimator = _estimator(es, config)
-        self.pred_store: dict[str, np.ndarray] = {}
-        if config.output.save_predictions:
-            (out / "predictions").mkdir(exist_ok=True)
-            for spec in config.predictors:
-                self.pred_store[spec.name] = np.lib.format.open_memmap(
-                    out / "predictions" / f".{spec.name}.npy.tmp", mode="w+", dtype=np.float32,
-                    shape=es.expression.shape)
-
-    def record(self, name: str, k: int, test_idx: np.ndarray, pred, scorer: _FoldScorer,
-               seconds: dict[str, float]) -> None:
-        per_metric = scorer.score(pred.mean)
-        # the residual matrix feeds only the plate-aware estimate: skip it when the data have no plates
-        resid = (np.subtract(pred.mean, scorer.truth, dtype=np.float32)
-                 if self.estimator.model is not None else None)
-        for m, vals in per_metric.items():
-            self.estimator.add(name, m, test_idx, resid, scorer.weights[m], vals)
-            self.scores.append(pd.DataFrame({"predictor": name, "fold": np.int32(k),
-                                             COMPOUND_COL: self.compounds[test_idx], "metric": m, "wmse": vals}))
-        del resid
-        counters = {**seconds, **{c: float(v) for c, v in pred.info.items()}}
-        self.diag += [{"predictor": name, "fold": int(k), "counter": c, "value": float(v)}
-                      for c, v in counters.items()]
-        if pred.std is not None and self.config.output.uncertainty_sample > 0:
-            rows, cols, err, std = _uncertainty_sample(pred, scorer.truth, self.config.output.uncertainty_sample,
-                                                       self.rng)
-            self.unc.append(pd.DataFrame({  # ids as categoricals: millions of rows, few strings
-                "predictor": name, "fold": np.int32(k),
-                COMPOUND_COL: pd.Categorical.from_codes(test_idx[rows], categories=self.compound_cats),
-                "gene": pd.Categorical.from_codes(cols, categories=self.gene_cats), "error": err, "std": std,
-            }))
-        if name in self.pred_store:
-            self.pred_store[name][test_idx] = pred.mean
-
-    def write(self, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-        """scores, diagnostics, uncertainty and saved predictions, each written atomically."""
-        scores = pd.concat(self.scores, ignore_index=True)
-        diagnostics = pd.DataFrame(self.diag, columns=["predictor", "fold", "counter", "value"])
-        uncertainty = pd.concat(self.unc, ignore_index=True) if self.unc else None
-        for name, frame in (("scores", scores), ("diagnostics", diagnostics), ("uncertainty", uncertainty)):
-            if frame is not None:
-                with atomic_path(out / f"{name}.parquet") as tmp:
-                    frame.to_parquet(tmp, index=False)
-        for name, mm in self.pred_store.items():
-            mm.flush()
-            tmp_path = Path(mm.filename)
-            del mm
-            tmp_path.replace(out / "predictions" / f"{name}.npy")
-        return scores, diagnostics, uncertainty
 
 
 def _folds_and_audit(es, config: RunConfig, out: Path):
@@ -243,69 +141,107 @@ def _folds_and_audit(es, config: RunConfig, out: Path):
     return assignment, fold_of, folds_df, audits
 
 
-def _run_folds(es, config: RunConfig, fold_of: np.ndarray, rec: _Recorder, stages: _Stages,
-               progress: bool) -> None:
-    """Fit every predictor on every training fold; score and record its held-out predictions."""
-    smiles = np.asarray(es.smiles).astype(str)
-    fold_ids = np.unique(fold_of)
-    bar = progress_bar(total=len(fold_ids) * len(config.predictors), desc="cv", unit="fit", disable=not progress)
-    for k in fold_ids:
+def _run_folds(es, config: RunConfig, fold_of: np.ndarray, stage, engine, estimator, progress: bool) -> int:
+    """Every (fold, predictor) fit that has no finished part yet, on ``engine``, each part written
+    to the staging folder as it arrives; returns how many parts were already there (resumed)."""
+    from drugcell.evaluation.engines import FitProgress
+    from drugcell.evaluation.parts import PredictionStore, read_part, write_part
+
+    specs = {p.name: p for p in config.predictors}
+    grid = [(int(k), p.name) for k in np.unique(fold_of) for p in config.predictors]
+    store = None
+    if config.output.save_predictions:
+        store = PredictionStore(stage.path, list(specs), es.expression.shape, stage.resumed)
+    done = set()
+    if stage.resumed:
+        done = {(k, n) for k, n in grid if read_part(stage.path, k, n, specs[n].to_dict()) is not None}
+    bar = FitProgress(len(grid), len(done), progress)
+
+    def on_part(part) -> None:
+        if store is not None:
+            store.put(part.predictor, np.flatnonzero(fold_of == part.fold), part.predictions)
+        write_part(stage.path, part, specs[part.predictor].to_dict())
+        bar.update(part)
+
+    try:
+        engine.run(es, config, fold_of, estimator.model, [(k, specs[n]) for k, n in grid if (k, n) not in done],
+                   on_part)
+    finally:
+        bar.close()
+    if store is not None:
+        store.finish()
+    return len(done)
+
+
+def _record(es, config: RunConfig, fold_of: np.ndarray, stage, estimator):
+    """Every part, read back from the staging folder, in (fold, predictor) order."""
+    from drugcell.evaluation.parts import read_part
+    from drugcell.evaluation.recorder import Recorder
+
+    rec = Recorder(es, estimator)
+    for k in np.unique(fold_of):
         test_idx = np.flatnonzero(fold_of == k)
-        train = es.subset(np.flatnonzero(fold_of != k))
-        scorer = _FoldScorer(es, train.expression, test_idx, config.metrics)
-        for m, w in scorer.weights.items():
-            rec.estimator.add_fold_weights(m, test_idx, w)
-        test_smiles = list(smiles[test_idx])
-        stages.lap("fold_setup")
         for spec in config.predictors:
-            bar.set_postfix_str(f"fold {k} {spec.name}")
-            t0 = time.perf_counter()
-            model = spec.build(metric=config.metrics[0]).fit(train, seed=config.seed)
-            t1 = time.perf_counter()
-            pred = model.predict(test_smiles)
-            seconds = {"fit_s": t1 - t0, "predict_s": time.perf_counter() - t1}
-            stages.lap("fit_predict")
-            rec.record(spec.name, int(k), test_idx, pred, scorer, seconds)
-            del model, pred
-            bar.update(1)
-            stages.lap("score_record")
-        del train, scorer
-    bar.close()
+            part = read_part(stage.path, int(k), spec.name, spec.to_dict())
+            if part is None:
+                raise RuntimeError(f"the part of fold {k}, {spec.name} is missing from {stage.path}")
+            rec.add(part, test_idx)
+    return rec.write(stage.path)
 
 
-def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False) -> CVResult:
+def run_state(es, config: RunConfig, threads: int) -> dict[str, Any]:
+    """What a resumed run must share with the run it finishes (:data:`~drugcell.evaluation.parts.STATE_KEYS`)."""
+    from drugcell import __version__
+
+    cfg = config.to_dict()
+    cfg.pop("source", None)  # where the TOML came from: the same settings may come by another path
+    return {"config": cfg, "data_fingerprint": es.fingerprint(), "threads": int(threads),
+            "drugcell_version": __version__, "started_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def run_cv(es, config: RunConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
+           resume: bool = False, engine=None) -> CVResult:
     """Cross-validate every predictor of ``config`` on ``es`` and write the run dir.
 
     ``out_dir`` must be new or empty, or an earlier run with ``overwrite`` (checked first,
-    :func:`~drugcell.evaluation.run_dir.check_run_dir`). The run is written into a staging folder
-    and appears at ``out_dir`` only when complete (:func:`~drugcell.evaluation.run_dir.staged_run`).
+    :func:`~drugcell.evaluation.run_dir.check_run_dir`); ``resume`` finishes the interrupted run
+    of ``out_dir`` (same config, data, threads and drugcell version, else refused naming what
+    differs) from its finished parts. ``engine`` runs the fits
+    (:func:`~drugcell.evaluation.engines.make_engine`; default: local, one BLAS thread per fit);
+    the result files do not depend on it. The run is written into a staging folder and appears at
+    ``out_dir`` only when complete (:func:`~drugcell.evaluation.run_dir.staged_run`); an interrupted
+    or failed run keeps it for ``resume``.
     Raises :class:`drugcell.splits.audit.LeakError` if a fold leaks, before fitting anything.
     """
+    from drugcell.evaluation.engines import LocalEngine
     from drugcell.evaluation.run_dir import check_run_dir, staged_run
 
     out = Path(out_dir)
-    check_run_dir(out, overwrite)
+    engine = engine or LocalEngine()
+    check_run_dir(out, overwrite, resume)
     if config.output.weights_file:  # checked before any folder is made
         es = es.with_weights_parquet(config.output.weights_file)
-    with staged_run(out, overwrite) as stage:
-        result = _run(es, config, stage, progress)
+    with staged_run(out, overwrite, resume=resume, state=run_state(es, config, engine.threads)) as stage:
+        result = _run(es, config, stage, progress, engine)
     result.out_dir = out
     return result
 
 
-def _run(es, config: RunConfig, out: Path, progress: bool) -> CVResult:
-    """The run itself, every file written into ``out`` (the staging folder)."""
+def _run(es, config: RunConfig, stage, progress: bool, engine) -> CVResult:
+    """The run itself, every file written into ``stage.path`` (the staging folder)."""
     from drugcell.evaluation.bootstrap import compare_all
     from drugcell.evaluation.run_report import choice_markdown, estimate_markdown, render_summary_md
     from drugcell.evaluation.summary import ranking_markdown, summarize
 
+    out = stage.path
     stages = _Stages()
     t_start = stages.t
     assignment, fold_of, folds_df, audits = _folds_and_audit(es, config, out)
     stages.lap("folds_audit")
-    rec = _Recorder(es, config, out)
-    _run_folds(es, config, fold_of, rec, stages, progress)
-    scores, diagnostics, uncertainty = rec.write(out)
+    estimator = _estimator(es, config)
+    reused = _run_folds(es, config, fold_of, stage, engine, estimator, progress)
+    stages.lap("fits")
+    scores, diagnostics, uncertainty = _record(es, config, fold_of, stage, estimator)
     stages.lap("write_scores")
 
     summary = summarize(scores, notes=[assignment.warning] if assignment.warning else [])
@@ -314,25 +250,27 @@ def _run(es, config: RunConfig, out: Path, progress: bool) -> CVResult:
     choices = _choose(scores, comparisons, config)
     write_json(out / "choice.json", {m: c.as_dict() for m, c in choices.items()})
     names = [p.name for p in config.predictors]
-    estimate = rec.estimator.finish(reference=next((r for r in ("wmean", "mean") if r in names), None))
+    estimate = estimator.finish(reference=next((r for r in ("wmean", "mean") if r in names), None))
     stages.lap("leaderboard_estimate")
     for name, frame in (("summary", summary.table), ("agreement", summary.agreement),
                         ("comparisons", comparisons), ("leaderboard_estimate", estimate)):
         with atomic_path(out / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     elapsed = time.perf_counter() - t_start
-    no_plates = _no_plates(es, rec.estimator.model)
+    no_plates = _no_plates(es, estimator.model)
     report = render_summary_md(summary, comparisons, diagnostics, config, audits, es.n_compounds, es.n_genes,
                                elapsed, assignment.describe(), choices=choices, estimate=estimate,
                                uncertainty=uncertainty, scores=scores,
                                has_plates=not no_plates, no_plates_reason=no_plates, split=assignment.split)
     write_text(out / "summary.md", report)
+    resumed = {"resumed": {"started_utc": stage.recorded.get("started_utc"), "fits_reused": reused}} \
+        if stage.resumed else {}
     write_json(out / "manifest.json", provenance(
         config=config.to_dict(), seed=config.seed, data_fingerprint=es.fingerprint(),
         command="drugcell cv", split=assignment.split, n_compounds=es.n_compounds, n_genes=es.n_genes,
         data_info=getattr(es, "info", {}), elapsed_s=round(elapsed, 1),
-        stages_s={k: round(v, 2) for k, v in stages.seconds.items()},
-        files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
+        stages_s={k: round(v, 2) for k, v in stages.seconds.items()}, engine=engine.describe(), **resumed,
+        files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != PARTS),
     ))
     return CVResult(out_dir=out, stages=stages.seconds, scores=scores, folds=folds_df, summary=summary.table,
                     agreement=summary.agreement, comparisons=comparisons, diagnostics=diagnostics, audits=audits,

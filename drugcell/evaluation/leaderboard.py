@@ -100,6 +100,29 @@ class PlateModel:
         """The same for a test compound on new plates (n wells at random on k plates)."""
         return self.layout.plate_fraction()
 
+    def own_part(self, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(o_c, its noise variance) of a fold's held-out compounds, (n, G) float32 each."""
+        a = self.A[test_idx].astype(np.float32)
+        return a @ self.D32, np.square(a) @ self.N32
+
+    def fold_terms(self, own: tuple[np.ndarray, np.ndarray], weights: np.ndarray) -> np.ndarray:
+        """(3, n) per held-out compound under one metric's weights ((n, G) or (G,)): the weighted
+        between-plate variance, the weighted well noise and the own plates' part (noise removed)."""
+        o, noise = own
+        w = np.broadcast_to(weights, o.shape) if weights.ndim == 1 else weights
+        return np.stack([w @ self.sigma2, w @ self.well_var,
+                         np.einsum("cg,cg->c", w, np.square(o) - noise, dtype=np.float64)])
+
+    def base_terms(self, own: tuple[np.ndarray, np.ndarray], resid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(n,) base_c: a predictor's held-out residuals ``pred - truth`` (n, G) with the own plates'
+        part added back (the plate-free error), under one metric's weights, less the noise o_c adds."""
+        o, noise = own
+        r = o + resid
+        w = np.broadcast_to(weights, r.shape) if weights.ndim == 1 else weights
+        sq = np.square(r)
+        sq -= noise
+        return np.einsum("cg,cg->c", w, sq, dtype=np.float64)
+
     @classmethod
     def from_layout(cls, plates: PlateLayout, layout: TestLayout) -> PlateModel | None:
         ok = plates.usable()
@@ -130,7 +153,6 @@ class LeaderboardEstimator:
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     test_compounds: int = 0            # without plates: the test set's size (0 = the training set's)
-    _fold: tuple = ()                  # (test_idx, o_c, noise) of the current fold, shared by its predictors
     _terms: dict[tuple[str, str], _Terms] = field(default_factory=dict)
     _cv: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _sig: dict[str, np.ndarray] = field(default_factory=dict)
@@ -153,44 +175,37 @@ class LeaderboardEstimator:
         num = float(np.mean(self._own[metric]))
         return max(num / den, 0.0) if den > 0 else 1.0
 
-    def _own_part(self, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(o_c, its noise variance), (n, G) float32 each, computed once per fold."""
-        if not self._fold or self._fold[0] is not test_idx:
-            m = self.model
-            a = m.A[test_idx].astype(np.float32)
-            self._fold = (test_idx, a @ m.D32, np.square(a) @ m.N32)
-        return self._fold[1], self._fold[2]
-
     def add_fold_weights(self, metric: str, test_idx: np.ndarray, weights: np.ndarray) -> None:
         """The metric's weights of the fold's held-out compounds: (n, G) per compound or (G,) per gene."""
-        m = self.model
-        if m is None:
-            return
-        w = np.broadcast_to(weights, (len(test_idx), m.D.shape[1])) if weights.ndim == 1 else weights
-        self._sig.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.sigma2
-        self._well.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = w @ m.well_var
-        o, noise = self._own_part(test_idx)
-        own = np.square(o) - noise                                          # own plates' part, noise removed
-        self._own.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = np.einsum(
-            "cg,cg->c", w, own, dtype=np.float64)
+        if self.model is not None:
+            self.add_fold_terms(metric, test_idx, self.model.fold_terms(self.model.own_part(test_idx), weights))
+
+    def add_fold_terms(self, metric: str, test_idx: np.ndarray, terms: np.ndarray) -> None:
+        """:meth:`PlateModel.fold_terms` of a fold's held-out compounds (computed where the fit ran)."""
+        for store, row in zip((self._sig, self._well, self._own), terms):
+            store.setdefault(metric, np.zeros(self.n_compounds))[test_idx] = row
 
     def add(self, predictor: str, metric: str, test_idx: np.ndarray, resid: np.ndarray | None,
             weights: np.ndarray, wmse: np.ndarray) -> None:
         """One predictor's held-out residuals ``pred - truth`` (n, G) under one metric's weights."""
+        base = None
+        if self.model is not None:
+            base = self.model.base_terms(self.model.own_part(test_idx), resid, weights)
+        self.add_terms(predictor, metric, test_idx, wmse, base)
+
+    def add_terms(self, predictor: str, metric: str, test_idx: np.ndarray, wmse: np.ndarray,
+                  base: np.ndarray | None) -> None:
+        """One predictor's held-out scores and (with plates) its :meth:`PlateModel.base_terms`.
+        Entries are placed by compound, so the order folds arrive in changes nothing but the order
+        of :meth:`finish`'s rows (first arrival of each (predictor, metric))."""
         key = (predictor, metric)
         self._cv.setdefault(key, np.full(self.n_compounds, np.nan))[test_idx] = wmse
-        m = self.model
-        if m is None:
+        if self.model is None:
             return
         t = self._terms.get(key)
         if t is None:
             t = self._terms[key] = _Terms(np.zeros(self.n_compounds))
-        o, noise = self._own_part(test_idx)
-        r = o + resid                                                      # plate-free residual
-        w = np.broadcast_to(weights, r.shape) if weights.ndim == 1 else weights
-        sq = np.square(r)
-        sq -= noise                                                        # less the noise o_c adds
-        t.base[test_idx] = np.einsum("cg,cg->c", w, sq, dtype=np.float64)
+        t.base[test_idx] = base
 
     # ------------------------------------------------------------------ the estimate
     def finish(self, reference: str | None = None) -> pd.DataFrame:
